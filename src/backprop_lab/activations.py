@@ -1,0 +1,152 @@
+"""Hidden-layer activation functions and their derivatives.
+
+Every activation maps a pre-activation array ``z`` of any shape to ``a = f(z)`` element-wise and
+gives the derivative ``f'(z)``. The derivative takes the output ``a``, because for most
+functions it is cheaper to compute from the output (``tanh' = 1 - a**2``, ``sigmoid' = a(1-a)``): every
+derivative here is written as a function of ``a`` alone.
+
+``max_derivative`` is the largest value ``f'`` takes; the saturation diagnostic counts a unit as
+saturated where ``f'(z) < 0.05 * max_derivative`` (the flat tails of sigmoid and tanh, the zero
+side of relu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Array = np.ndarray
+
+
+def sigmoid(z: Array, out: Array | None = None) -> Array:
+    """Logistic function 1 / (1 + exp(-z)), without clipping and without overflow warnings.
+
+    For z < -709 exp(-z) overflows to inf and the quotient is 0, the correctly rounded value
+    (the true one is below 1e-308); elsewhere the formula keeps full relative precision in both
+    tails. It is the textbook expression, so results match code written with it bit for bit.
+    """
+    with np.errstate(over="ignore"):
+        e = np.exp(np.negative(z), out=out)
+    e += 1.0
+    return np.divide(1.0, e, out=e)
+
+
+def _sigmoid_grad(a: Array, out: Array | None = None) -> Array:
+    out = np.subtract(1.0, a, out=out)
+    out *= a
+    return out
+
+
+def _tanh(z: Array, out: Array | None = None) -> Array:
+    return np.tanh(z, out=out)
+
+
+def _tanh_grad(a: Array, out: Array | None = None) -> Array:
+    out = np.multiply(a, a, out=out)
+    np.subtract(1.0, out, out=out)
+    return out
+
+
+def _relu(z: Array, out: Array | None = None) -> Array:
+    return np.maximum(z, 0.0, out=out)
+
+
+def _relu_grad(a: Array, out: Array | None = None) -> Array:
+    # a > 0 exactly where z > 0; the subgradient at z == 0 is 0, as in the notebook and PyTorch.
+    if out is None:
+        return (a > 0).astype(a.dtype)
+    return np.greater(a, 0.0, out=out)
+
+
+LEAKY_SLOPE = 0.01
+
+
+def _leaky_relu(z: Array, out: Array | None = None) -> Array:
+    result = np.where(z > 0, z, LEAKY_SLOPE * z)
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _leaky_relu_grad(a: Array, out: Array | None = None) -> Array:
+    result = np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype, copy=False)
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _softsign(z: Array, out: Array | None = None) -> Array:
+    return np.divide(z, 1.0 + np.abs(z), out=out)
+
+
+def _softsign_grad(a: Array, out: Array | None = None) -> Array:
+    # softsign'(z) = 1 / (1 + |z|)^2 = (1 - |a|)^2, since |a| = |z| / (1 + |z|).
+    out = np.abs(a, out=out)
+    np.subtract(1.0, out, out=out)
+    out *= out
+    return out
+
+
+def _identity(z: Array, out: Array | None = None) -> Array:
+    if out is None:
+        return z.copy()
+    np.copyto(out, z)
+    return out
+
+
+def _identity_grad(a: Array, out: Array | None = None) -> Array:
+    if out is None:
+        return np.ones_like(a)
+    out.fill(1.0)
+    return out
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise activation ``a = fn(z)`` with derivative ``f'(z) = grad(a)``.
+
+    Every derivative here is a function of the output a alone, so the network can apply the
+    activation in place and still backpropagate; ``out`` lets callers reuse buffers.
+    """
+
+    name: str
+    fn: Callable[..., Array]
+    grad: Callable[..., Array]
+    max_derivative: float
+    formula: str
+
+    def __call__(self, z: Array, out: Array | None = None) -> Array:
+        return self.fn(z, out=out)
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name}: {self.formula})"
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("sigmoid", sigmoid, _sigmoid_grad, 0.25, "1/(1+exp(-z)), f' = a(1-a)"),
+        Activation("tanh", _tanh, _tanh_grad, 1.0, "tanh(z), f' = 1-a^2"),
+        Activation("relu", _relu, _relu_grad, 1.0, "max(z, 0), f' = [z>0]"),
+        Activation(
+            "leaky_relu", _leaky_relu, _leaky_relu_grad, 1.0,
+            f"z if z>0 else {LEAKY_SLOPE}z, f' = 1 or {LEAKY_SLOPE}",
+        ),
+        Activation("softsign", _softsign, _softsign_grad, 1.0, "z/(1+|z|), f' = 1/(1+|z|)^2"),
+        Activation("identity", _identity, _identity_grad, 1.0, "z, f' = 1"),
+    )
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name; a ValueError names the bad value and the valid choices."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; valid choices: {', '.join(ACTIVATIONS)}"
+        ) from None

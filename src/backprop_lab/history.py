@@ -1,0 +1,76 @@
+"""The per-epoch record of a training run.
+
+Row e (e = 0..epochs) describes the network after e epochs of updates, measured at the start of
+epoch e: row 0 is the network at initialization, the last row the trained network. Scalars are
+(rows,) arrays, per-layer diagnostics (rows, L) arrays; their MLflow names are
+``train/loss``, ``val/accuracy``, ``grad_norm/layer_3`` and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+SCALARS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+LAYER_METRICS = (
+    "grad_weight_ratio",
+    "grad_norm",
+    "weight_norm",
+    "update_ratio",
+    "delta_std",
+    "act_mean",
+    "act_std",
+    "saturation",
+    "dead_fraction",
+)
+
+
+def layer_metric_name(metric: str, layer: int) -> str:
+    """MLflow name of a per-layer metric; ``layer`` counts from 1 (the layer fed by the input)."""
+    return f"{metric}/layer_{layer}"
+
+
+class History:
+    """Preallocated per-epoch arrays; ``n_rows`` of them are complete."""
+
+    def __init__(self, rows: int, n_layers: int, has_val: bool, diagnostics: bool) -> None:
+        self.n_layers = n_layers
+        self.n_rows = 0
+        names = SCALARS if has_val else SCALARS[:2]
+        self.scalars: dict[str, np.ndarray] = {name: np.full(rows, np.nan) for name in names}
+        self.layers: dict[str, np.ndarray] = (
+            {name: np.full((rows, n_layers), np.nan) for name in LAYER_METRICS}
+            if diagnostics
+            else {}
+        )
+
+    def metric_names(self) -> list[str]:
+        return [name for name, _ in self.metric_items()]
+
+    def metric_items(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(MLflow name, values of rows start..stop) for every metric; stop defaults to n_rows."""
+        stop = self.n_rows if stop is None else stop
+        for name, values in self.scalars.items():
+            yield name, values[start:stop]
+        for metric, values in self.layers.items():
+            for l in range(self.n_layers):
+                yield layer_metric_name(metric, l + 1), values[start:stop, l]
+
+    def row(self, epoch: int) -> dict[str, float]:
+        """Every metric of one row, by MLflow name."""
+        return {name: float(values[0]) for name, values in self.metric_items(epoch, epoch + 1)}
+
+    def final(self) -> dict[str, float]:
+        return self.row(self.n_rows - 1) if self.n_rows else {}
+
+    def to_frame(self):  # -> pandas.DataFrame (imported lazily: the engine does not need pandas)
+        """All complete rows as a DataFrame indexed by ``epoch``, one column per metric."""
+        import pandas as pd
+
+        frame = pd.DataFrame({name: values for name, values in self.metric_items()})
+        frame.index.name = "epoch"
+        return frame
+
+    def __repr__(self) -> str:
+        return f"History({self.n_rows} rows, {len(self.metric_names())} metrics)"

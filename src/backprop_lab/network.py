@@ -1,0 +1,219 @@
+"""Fully-connected networks: forward pass and backpropagation.
+
+Convention (the whole package): **features x samples**. An input batch X is (d, m), layer l
+(l = 1..L, layer 1 fed by the input) has W^l of shape (n_l, n_{l-1}) and b^l of shape (n_l, 1):
+
+    z^l = W^l a^{l-1} + b^l,   a^l = f(z^l) for l < L,   p = a^L = output(z^L),   a^0 = X
+
+Backpropagation, with delta^l = dL_i/dz^l the per-sample error (k = n_L rows at the top):
+
+    delta^L = p - Y                                   (fused output + loss, see losses.py)
+    delta^l = (W^{l+1}^T delta^{l+1}) * f'(z^l)       for l < L
+    dL/dW^l = (1/m) delta^l a^{l-1}^T,   dL/db^l = (1/m) sum_i delta^l_i
+
+Parameters live in one flat vector ``params`` (all weights first, layer by layer, then all
+biases), so that an optimizer updates every parameter with a handful of vector operations;
+``weights[l]`` and ``biases[l]`` are views into it, and ``grads`` has the same layout.
+
+Intermediate arrays are written into a :class:`Workspace`: the activations, derivatives and
+errors of all layers stacked row-wise in (U, m) buffers, U = n_1 + ... + n_L, so that per-layer
+statistics of every layer can be taken with a few array operations (see diagnostics.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backprop_lab.activations import Activation, get_activation
+from backprop_lab.initializers import RandomSource, get_initializer, resolve_init
+from backprop_lab.losses import OutputHead, get_output
+
+Array = np.ndarray
+
+
+class Workspace:
+    """Buffers of one forward/backward pass over m samples.
+
+    Attributes (U = total units of all layers, k = outputs):
+        A: (U, m) activations a^1..a^L stacked (the last k rows are the output p)
+        F: (U, m) derivatives f'(z^l) (hidden rows: filled by backward; output rows: by
+           :meth:`MLP.output_derivative`)
+        D: (U, m) per-sample errors delta^1..delta^L
+        z_out: (k, m) output logits z^L
+        X: (d, m) the input of the last forward pass (not copied)
+    """
+
+    def __init__(self, A: Array, F: Array, D: Array, z_out: Array) -> None:
+        self.m = A.shape[1]
+        self.A, self.F, self.D, self.z_out = A, F, D, z_out
+        self.X: Array | None = None
+
+    @classmethod
+    def empty(cls, n_units: int, n_out: int, m: int, dtype: np.dtype) -> Workspace:
+        def buffer() -> Array:
+            return np.empty((n_units, m), dtype=dtype)
+
+        return cls(buffer(), buffer(), buffer(), np.empty((n_out, m), dtype=dtype))
+
+
+class MLP:
+    """A fully-connected network ``sizes[0] -> ... -> sizes[-1]``.
+
+    Args:
+        sizes: layer widths, input first and output last, e.g. [2, 16, 8, 1].
+        activation: hidden activation name (see activations.ACTIVATIONS).
+        output: output head and loss name (see losses.OUTPUTS).
+        init: initializer name (see initializers.INIT_CHOICES); ``auto`` is resolved.
+        rng: random source for the weights (Generator or legacy RandomState).
+        dtype: float64 (default) or float32.
+    """
+
+    def __init__(
+        self,
+        sizes: list[int] | tuple[int, ...],
+        activation: str = "tanh",
+        output: str = "sigmoid_bce",
+        init: str = "auto",
+        rng: RandomSource | None = None,
+        dtype: type | np.dtype = np.float64,
+    ) -> None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs an input and an output width; got {sizes}")
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"every layer width must be at least 1; got {sizes}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ValueError(f"dtype must be float64 or float32; got {self.dtype}")
+        self.sizes = sizes
+        self.activation: Activation = get_activation(activation)
+        self.head: OutputHead = get_output(output)
+        self.init = resolve_init(activation, init)
+        self.n_layers = len(sizes) - 1
+
+        fans = list(zip(sizes[:-1], sizes[1:]))
+        n_weights = sum(i * o for i, o in fans)
+        self.n_weights = n_weights
+        self.params = np.zeros(n_weights + sum(sizes[1:]), dtype=self.dtype)
+        self.grads = np.zeros_like(self.params)
+        # Offsets of each layer's block in the flat weight segment and in the stacked units.
+        self.weight_offsets = np.cumsum([0] + [i * o for i, o in fans])
+        self.unit_offsets = np.cumsum([0] + sizes[1:])
+        self.n_units = int(self.unit_offsets[-1])
+        self.weights: list[Array] = []
+        self.biases: list[Array] = []
+        self.grad_weights: list[Array] = []
+        self.grad_biases: list[Array] = []
+        for l, (fan_in, fan_out) in enumerate(fans):
+            w0, w1 = self.weight_offsets[l], self.weight_offsets[l + 1]
+            b0, b1 = n_weights + self.unit_offsets[l], n_weights + self.unit_offsets[l + 1]
+            self.weights.append(self.params[w0:w1].reshape(fan_out, fan_in))
+            self.biases.append(self.params[b0:b1].reshape(fan_out, 1))
+            self.grad_weights.append(self.grads[w0:w1].reshape(fan_out, fan_in))
+            self.grad_biases.append(self.grads[b0:b1].reshape(fan_out, 1))
+
+        rng = np.random.default_rng() if rng is None else rng
+        draw = get_initializer(self.init)
+        for W, (fan_in, fan_out) in zip(self.weights, fans):
+            W[...] = draw(rng, fan_in, fan_out)
+        self._workspaces: dict[int, Workspace] = {}
+
+    # -- structure -----------------------------------------------------------------------------
+    def layer_rows(self, l: int) -> slice:
+        """Rows of layer l (0-based) in a workspace's stacked (U, m) buffers."""
+        return slice(int(self.unit_offsets[l]), int(self.unit_offsets[l + 1]))
+
+    def workspace(self, m: int) -> Workspace:
+        """A cached workspace for batches of m samples."""
+        ws = self._workspaces.get(m)
+        if ws is None:
+            ws = self._workspaces[m] = self.new_workspace(m)
+        return ws
+
+    def new_workspace(self, m: int) -> Workspace:
+        return Workspace.empty(self.n_units, self.sizes[-1], m, self.dtype)
+
+    @property
+    def n_params(self) -> int:
+        return self.params.size
+
+    # -- passes --------------------------------------------------------------------------------
+    def forward(self, X: Array, ws: Workspace | None = None) -> Array:
+        """Forward pass over X (d, m); returns the output p (k, m), a view into ``ws.A``."""
+        if X.ndim != 2 or X.shape[0] != self.sizes[0]:
+            raise ValueError(
+                f"{self!r} takes inputs of shape ({self.sizes[0]}, m); got {X.shape}"
+            )
+        ws = self.workspace(X.shape[1]) if ws is None else ws
+        ws.X = X
+        a = X
+        last = self.n_layers - 1
+        for l in range(self.n_layers):
+            rows = self.layer_rows(l)
+            if l < last:
+                z = np.matmul(self.weights[l], a, out=ws.A[rows])
+                z += self.biases[l]
+                a = self.activation.fn(z, out=z)  # in place: f' is computed from a
+            else:
+                z = np.matmul(self.weights[l], a, out=ws.z_out)
+                z += self.biases[l]
+                a = self.head.activate(z, out=ws.A[rows])
+        return a
+
+    def backward(self, Y: Array, ws: Workspace) -> Array:
+        """Backpropagate targets Y (k, m) through the pass cached in ``ws``.
+
+        Fills ``self.grads`` (and so ``grad_weights``/``grad_biases``) with dL/dparams of the mean
+        loss, ``ws.D`` with every layer's per-sample error and the hidden rows of ``ws.F`` with
+        f'(z). Returns ``self.grads``.
+        """
+        X = ws.X
+        m = ws.m
+        L = self.n_layers
+        rows = self.layer_rows(L - 1)
+        delta = self.head.delta(ws.A[rows], Y, out=ws.D[rows])
+        for l in range(L - 1, -1, -1):
+            a_prev = X if l == 0 else ws.A[self.layer_rows(l - 1)]
+            np.matmul(delta, a_prev.T, out=self.grad_weights[l])
+            np.sum(delta, axis=1, keepdims=True, out=self.grad_biases[l])
+            if l > 0:
+                prev = self.layer_rows(l - 1)
+                fprime = self.activation.grad(ws.A[prev], out=ws.F[prev])
+                delta = np.matmul(self.weights[l].T, delta, out=ws.D[prev])
+                delta *= fprime
+        self.grads *= 1.0 / m
+        return self.grads
+
+    def output_derivative(self, ws: Workspace) -> Array:
+        """Fill the output rows of ``ws.F`` with dp/dz (for the output layer's saturation)."""
+        rows = self.layer_rows(self.n_layers - 1)
+        return self.head.derivative(ws.A[rows], out=ws.F[rows])
+
+    def loss(self, ws: Workspace, Y: Array) -> float:
+        """Mean loss of the pass cached in ``ws`` against targets Y (k, m)."""
+        return self.head.loss(ws.z_out, ws.A[self.layer_rows(self.n_layers - 1)], Y)
+
+    def accuracy(self, ws: Workspace, Y: Array) -> float:
+        return self.head.accuracy(ws.A[self.layer_rows(self.n_layers - 1)], Y)
+
+    def predict_proba(self, X: Array) -> Array:
+        """Output p (k, m) for inputs X (d, m), in fresh memory."""
+        return self.forward(X, self.new_workspace(X.shape[1])).copy()
+
+    def gradients(self, X: Array, Y: Array) -> tuple[list[Array], list[Array], list[Array]]:
+        """One forward and backward pass; returns copies of (dW per layer, db per layer, delta per
+        layer), shapes (n_l, n_{l-1}), (n_l, 1) and (n_l, m)."""
+        ws = self.new_workspace(X.shape[1])
+        self.forward(X, ws)
+        self.backward(Y, ws)
+        deltas = [ws.D[self.layer_rows(l)].copy() for l in range(self.n_layers)]
+        return (
+            [g.copy() for g in self.grad_weights],
+            [g.copy() for g in self.grad_biases],
+            deltas,
+        )
+
+    def __repr__(self) -> str:
+        arch = "-".join(str(s) for s in self.sizes)
+        extra = "" if self.dtype == np.float64 else f", {self.dtype.name}"
+        return f"MLP({arch}, {self.activation.name}, {self.init}{extra})"

@@ -1,0 +1,167 @@
+"""Optimizers: each owns its state and updates a network's flat parameter vector in place.
+
+With g the gradient (plus ``weight_decay * w`` on weights, never on biases) and lr the step size:
+
+- ``gd`` / ``sgd``: w <- w - lr g. The two differ only in the batch the trainer feeds them
+  (``gd``: the whole training set each step, the notebook's rule; ``sgd``: shuffled mini-batches).
+- ``momentum``: v <- mu v + g; w <- w - lr v, or with ``nesterov`` w <- w - lr (g + mu v)
+  (PyTorch's formulation).
+- ``adam``: m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2;
+  w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (Kingma & Ba 2015).
+
+State vectors have the parameter vector's shape (P,) and are allocated on the first step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from backprop_lab.network import MLP
+
+Array = np.ndarray
+
+
+class Optimizer:
+    """Base class: ``step(net)`` applies one update from ``net.grads`` to ``net.params``."""
+
+    name = ""
+    default_batch_size: int | None = None
+
+    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate must be a positive number; got lr={lr!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0
+
+    def _gradient(self, net: MLP) -> Array:
+        """The gradient with L2 decay on the weight segment (a new array only when decaying)."""
+        if self.weight_decay == 0.0:
+            return net.grads
+        g = net.grads.copy()
+        nw = net.n_weights
+        g[:nw] += self.weight_decay * net.params[:nw]
+        return g
+
+    def step(self, net: MLP) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        extra = f", weight_decay={self.weight_decay}" if self.weight_decay else ""
+        return f"{type(self).__name__}(lr={self.lr}{extra})"
+
+
+class GradientDescent(Optimizer):
+    name = "gd"
+
+    def step(self, net: MLP) -> None:
+        self.t += 1
+        g = self._gradient(net)
+        net.params -= self.lr * g
+
+
+class SGD(GradientDescent):
+    name = "sgd"
+    default_batch_size = 32
+
+
+class Momentum(Optimizer):
+    name = "momentum"
+    default_batch_size = 32
+
+    def __init__(
+        self, lr: float, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.velocity: Array | None = None
+
+    def step(self, net: MLP) -> None:
+        self.t += 1
+        g = self._gradient(net)
+        if self.velocity is None:
+            self.velocity = np.zeros_like(net.params)
+        v = self.velocity
+        v *= self.momentum
+        v += g
+        if self.nesterov:
+            net.params -= self.lr * (g + self.momentum * v)
+        else:
+            net.params -= self.lr * v
+
+    def __repr__(self) -> str:
+        nesterov = ", nesterov" if self.nesterov else ""
+        return f"Momentum(lr={self.lr}, momentum={self.momentum}{nesterov})"
+
+
+class Adam(Optimizer):
+    name = "adam"
+    default_batch_size = 32
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr, weight_decay)
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{label} must be in [0, 1); got {beta!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive; got {eps!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.m: Array | None = None
+        self.v: Array | None = None
+
+    def step(self, net: MLP) -> None:
+        self.t += 1
+        g = self._gradient(net)
+        if self.m is None:
+            self.m = np.zeros_like(net.params)
+            self.v = np.zeros_like(net.params)
+        m, v = self.m, self.v
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (g * g)
+        m_hat_scale = self.lr / (1.0 - self.beta1**self.t)
+        v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
+        denom = np.sqrt(v * v_hat_scale)
+        denom += self.eps
+        net.params -= m_hat_scale * m / denom
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    o.name: o for o in (GradientDescent, SGD, Momentum, Adam)
+}
+
+
+def make_optimizer(
+    name: str,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> Optimizer:
+    """Build an optimizer by name; a ValueError names a bad name or value and the valid choices."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+    if name == "momentum":
+        return Momentum(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    if name == "adam":
+        return Adam(lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    return OPTIMIZERS[name](lr, weight_decay=weight_decay)

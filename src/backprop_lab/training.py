@@ -1,0 +1,195 @@
+"""The training loop.
+
+``train`` runs ``epochs`` epochs and records ``epochs + 1`` history rows: row e is measured at the
+start of epoch e on the whole training set (the probe batch), so row 0 describes the network at
+initialization and the last row the trained network. With full-batch gradient descent the probe
+pass is the training pass, as in the reference notebook (whose "Epoch 100" line is row 99 here).
+With mini-batches (``batch_size``) each epoch first measures the probe pass, then shuffles the
+training set with ``rng`` and takes one optimizer step per batch.
+
+Training stops early, with status ``diverged`` and the epoch, when the training loss is not finite.
+Exceptions (KeyboardInterrupt included) propagate after the history has been completed up to the
+last measured row, so a caller can still save what was recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backprop_lab.datasets import Dataset
+from backprop_lab.diagnostics import DiagnosticsRecorder, Histogram
+from backprop_lab.history import History
+from backprop_lab.network import MLP
+from backprop_lab.optimizers import Optimizer
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns."""
+
+    history: History
+    status: str  # "finished" | "diverged"
+    diverged_epoch: int | None
+    epochs_run: int  # epochs of updates completed
+    seconds: float
+    histograms: list[Histogram] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        """Every metric of the last recorded row."""
+        return self.history.final()
+
+    def __repr__(self) -> str:
+        loss = self.final.get("train/loss", float("nan"))
+        where = f" at epoch {self.diverged_epoch}" if self.diverged_epoch is not None else ""
+        return f"TrainResult({self.status}{where}, {self.epochs_run} epochs, loss {loss:.4g})"
+
+
+def _check(net: MLP, data: Dataset, epochs: int, batch_size: int | None, every: int) -> None:
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None (full batch); got {batch_size!r}")
+    if every < 0:
+        raise ValueError(f"histogram_every must be >= 0; got {every!r}")
+    if data.n_features != net.sizes[0]:
+        raise ValueError(
+            f"data set {data.name!r} has {data.n_features} input features but {net!r} takes "
+            f"{net.sizes[0]}"
+        )
+    if data.n_outputs != net.sizes[-1]:
+        raise ValueError(
+            f"data set {data.name!r} has {data.n_outputs} target rows ({data.n_classes} classes) "
+            f"but {net!r} has {net.sizes[-1]} outputs"
+        )
+    net.head.check_targets(data.Y_train)
+
+
+def _as(net: MLP, A: np.ndarray) -> np.ndarray:
+    return A if A.dtype == net.dtype else np.ascontiguousarray(A, dtype=net.dtype)
+
+
+def train(
+    net: MLP,
+    data: Dataset,
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    batch_size: int | None = None,
+    callbacks: Sequence[Any] = (),
+    diagnostics: bool = True,
+    histogram_every: int = 0,
+    rng: np.random.Generator | None = None,
+) -> TrainResult:
+    """Train ``net`` on ``data`` with ``optimizer``.
+
+    Args:
+        epochs: number of epochs of updates (the history gets epochs + 1 rows).
+        batch_size: mini-batch size; None (or >= the training set) means full batch.
+        callbacks: objects with any of ``on_train_start(net, data, history)``,
+            ``on_epoch_end(epoch, history)`` (called once row ``epoch`` is complete; rows may
+            complete in blocks) and ``on_train_end(result)``.
+        diagnostics: record the per-layer diagnostics (see diagnostics.py).
+        histogram_every: with diagnostics, histograms every this many epochs and at the end
+            (0: none).
+        rng: shuffles mini-batches (default: a Generator seeded with 0, so runs are repeatable).
+    """
+    _check(net, data, epochs, batch_size, histogram_every)
+    X, Y = _as(net, data.X_train), _as(net, data.Y_train)
+    Xv, Yv = _as(net, data.X_val), _as(net, data.Y_val)
+    n = X.shape[1]
+    full_batch = batch_size is None or batch_size >= n
+    has_val = Xv.shape[1] > 0
+    rng = np.random.default_rng(0) if rng is None else rng
+
+    history = History(epochs + 1, net.n_layers, has_val, diagnostics)
+    recorder = DiagnosticsRecorder(net, n) if diagnostics else None
+    plain_ws = None if diagnostics else net.new_workspace(n)
+    val_ws = net.new_workspace(Xv.shape[1]) if has_val else None
+    histograms: list[Histogram] = []
+    loss_row, acc_row = history.scalars["train/loss"], history.scalars["train/accuracy"]
+    epoch_end = [cb.on_epoch_end for cb in callbacks if hasattr(cb, "on_epoch_end")]
+
+    def complete(rows: range) -> None:
+        for e in rows:
+            for call in epoch_end:
+                call(e, history)
+
+    for cb in callbacks:
+        if hasattr(cb, "on_train_start"):
+            cb.on_train_start(net, data, history)
+
+    status, diverged_epoch, epochs_run, measured = "finished", None, 0, 0
+    start = time.perf_counter()
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for e in range(epochs + 1):
+                ws = recorder.next_workspace() if recorder else plain_ws
+                net.forward(X, ws)
+                loss = net.loss(ws, Y)
+                loss_row[e] = loss
+                acc_row[e] = net.accuracy(ws, Y)
+                measured = e + 1
+                if has_val:
+                    net.forward(Xv, val_ws)
+                    history.scalars["val/loss"][e] = net.loss(val_ws, Yv)
+                    history.scalars["val/accuracy"][e] = net.accuracy(val_ws, Yv)
+                last = e == epochs or not math.isfinite(loss)
+                if recorder is not None or (full_batch and not last):
+                    net.backward(Y, ws)
+                if recorder is not None:
+                    recorder.capture(e)
+                    if histogram_every and (e % histogram_every == 0 or last):
+                        histograms.extend(recorder.histograms(e))
+                if last:
+                    if not math.isfinite(loss):
+                        status, diverged_epoch = "diverged", e
+                    break
+
+                if full_batch:
+                    optimizer.step(net)
+                else:
+                    order = rng.permutation(n)
+                    for s in range(0, n, batch_size):
+                        idx = order[s : s + batch_size]
+                        Xb, Yb = X.take(idx, axis=1), Y.take(idx, axis=1)
+                        batch_ws = net.workspace(idx.size)
+                        net.forward(Xb, batch_ws)
+                        net.backward(Yb, batch_ws)
+                        optimizer.step(net)
+                epochs_run = e + 1
+
+                if recorder is not None:
+                    recorder.record_update()
+                    if recorder.full:
+                        complete(recorder.flush(history))
+                else:
+                    history.n_rows = e + 1
+                    complete(range(e, e + 1))
+    finally:
+        # Complete the rows measured so far, on success and on any exception alike.
+        if recorder is not None:
+            rows = recorder.flush(history)
+        else:
+            rows = range(history.n_rows, measured)
+            history.n_rows = measured
+    complete(rows)
+
+    result = TrainResult(
+        history=history,
+        status=status,
+        diverged_epoch=diverged_epoch,
+        epochs_run=epochs_run,
+        seconds=time.perf_counter() - start,
+        histograms=histograms,
+    )
+    for cb in callbacks:
+        if hasattr(cb, "on_train_end"):
+            cb.on_train_end(result)
+    return result
