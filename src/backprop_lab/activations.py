@@ -1,9 +1,8 @@
 """Hidden-layer activation functions and their derivatives.
 
 Every activation maps a pre-activation array ``z`` of any shape to ``a = f(z)`` element-wise and
-gives the derivative ``f'(z)``. The derivative takes the output ``a``, because for most
-functions it is cheaper to compute from the output (``tanh' = 1 - a**2``, ``sigmoid' = a(1-a)``): every
-derivative here is written as a function of ``a`` alone.
+gives the derivative ``f'(z)`` as a function of the output ``a`` alone (``tanh' = 1 - a**2``,
+``sigmoid' = a(1-a)``, ``relu' = [a > 0]``), so the network can apply activations in place.
 
 ``max_derivative`` is the largest value ``f'`` takes; the saturation diagnostic counts a unit as
 saturated where ``f'(z) < 0.05 * max_derivative`` (the flat tails of sigmoid and tanh, the zero
@@ -12,8 +11,8 @@ side of relu).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -133,7 +132,10 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("tanh", _tanh, _tanh_grad, 1.0, "tanh(z), f' = 1-a^2"),
         Activation("relu", _relu, _relu_grad, 1.0, "max(z, 0), f' = [z>0]"),
         Activation(
-            "leaky_relu", _leaky_relu, _leaky_relu_grad, 1.0,
+            "leaky_relu",
+            _leaky_relu,
+            _leaky_relu_grad,
+            1.0,
             f"z if z>0 else {LEAKY_SLOPE}z, f' = 1 or {LEAKY_SLOPE}",
         ),
         Activation("softsign", _softsign, _softsign_grad, 1.0, "z/(1+|z|), f' = 1/(1+|z|)^2"),

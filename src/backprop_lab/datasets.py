@@ -14,8 +14,8 @@ reference notebook's does (data first, then weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -103,9 +103,7 @@ def spiral(n: int, noise: float, rng: RandomSource) -> tuple[Array, Array]:
 def moons(n: int, noise: float, rng: RandomSource) -> tuple[Array, Array]:
     """Two interleaving half circles (as scikit-learn's make_moons), noise std ``noise``."""
     t = np.linspace(0, np.pi, n)
-    X = np.vstack(
-        [np.hstack([np.cos(t), 1 - np.cos(t)]), np.hstack([np.sin(t), 0.5 - np.sin(t)])]
-    )
+    X = np.vstack([np.hstack([np.cos(t), 1 - np.cos(t)]), np.hstack([np.sin(t), 0.5 - np.sin(t)])])
     return X + _normal(rng, 2, 2 * n) * noise, np.repeat([0, 1], n)
 
 
@@ -138,9 +136,7 @@ def _bundled(loader: Callable[..., object]) -> Callable[[int | None, float, Rand
         data = loader()
         X, labels = np.asarray(data.data, dtype=float).T, np.asarray(data.target)
         if n is not None:
-            keep = np.concatenate(
-                [np.flatnonzero(labels == c)[:n] for c in np.unique(labels)]
-            )
+            keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in np.unique(labels)])
             X, labels = X[:, keep], labels[keep]
         return X, labels
 
@@ -184,7 +180,9 @@ def check_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown data set {name!r}; valid choices: {', '.join(DATASETS)}") from None
+        raise ValueError(
+            f"unknown data set {name!r}; valid choices: {', '.join(DATASETS)}"
+        ) from None
 
 
 def _targets(labels: Array, n_classes: int) -> Array:
@@ -230,12 +228,19 @@ def load_dataset(
     if n_val > 0:
         order = rng.permutation(n_total)
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        X_train, Y_train, X_val, Y_val = X[:, train_idx], Y[:, train_idx], X[:, val_idx], Y[:, val_idx]
+        X_train, Y_train, X_val, Y_val = (
+            X[:, train_idx],
+            Y[:, train_idx],
+            X[:, val_idx],
+            Y[:, val_idx],
+        )
     else:
         X_train, Y_train = X, Y
         X_val, Y_val = X[:, :0], Y[:, :0]
     if X_train.shape[1] < 1:
-        raise ValueError(f"no training samples left: n_total={n_total}, val_fraction={val_fraction}")
+        raise ValueError(
+            f"no training samples left: n_total={n_total}, val_fraction={val_fraction}"
+        )
 
     mean = X_train.mean(axis=1, keepdims=True)
     std = X_train.std(axis=1, keepdims=True)

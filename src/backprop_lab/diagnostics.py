@@ -64,10 +64,16 @@ class DiagnosticsRecorder:
         self.grads = np.empty((K, P))
         self.updates = np.full((K, nw), np.nan)
         self.epochs: list[int] = []
-        # Threshold per unit: 5% of the largest derivative of that layer's non-linearity.
-        thr = np.full(U, SATURATION_THRESHOLD * net.activation.max_derivative)
-        thr[net.layer_rows(net.n_layers - 1)] = SATURATION_THRESHOLD * net.head.max_derivative
-        self.threshold = thr.astype(net.dtype)
+        # Saturation thresholds: 5% of the largest derivative of the hidden activation, and of
+        # the output non-linearity for the output rows (scalars compare much faster than rows).
+        self.hidden_units = int(net.unit_offsets[-2])
+        self.hidden_threshold = SATURATION_THRESHOLD * net.activation.max_derivative
+        self.output_threshold = SATURATION_THRESHOLD * net.head.max_derivative
+        thr = np.full(U, self.hidden_threshold)
+        thr[self.hidden_units :] = self.output_threshold
+        self.threshold = thr
+        self.mask = np.empty((K, U, m), dtype=bool)
+        self.ones = np.ones(m, dtype=net.dtype)
         self.unit_starts = net.unit_offsets[:-1]
         self.weight_starts = net.weight_offsets[:-1]
         self.widths = np.diff(net.unit_offsets).astype(float)
@@ -116,12 +122,22 @@ class DiagnosticsRecorder:
             return np.add.reduceat(per_unit, self.unit_starts, axis=1)
 
         A, F, D = self.A[:k], self.F[:k], self.D[:k]
-        act_sum = per_layer(A.sum(axis=2, dtype=np.float64))
-        act_sq = per_layer(np.einsum("kum,kum->ku", A, A, dtype=np.float64))
+        # Sums and sums of squares over samples as (batched) matrix products: BLAS speed.
+        act_sum = per_layer(np.matmul(A, self.ones))
+        act_sq = per_layer(np.matmul(A[..., None, :], A[..., :, None])[..., 0, 0])
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
         delta_sum = per_layer(self.grads[:k, nw:] * self.m)
-        delta_sq = per_layer(np.einsum("kum,kum->ku", D, D, dtype=np.float64))
-        saturated = per_layer(np.count_nonzero(F < self.threshold[:, None], axis=2))
+        delta_sq = per_layer(np.matmul(D[..., None, :], D[..., :, None])[..., 0, 0])
+        mask = self.mask[:k]
+        h = self.hidden_units
+        np.less(F[:, :h], self.hidden_threshold, out=mask[:, :h])
+        np.less(F[:, h:], self.output_threshold, out=mask[:, h:])
+        # count_nonzero over a whole contiguous block is far faster than any per-axis count.
+        layer_rows = [self.net.layer_rows(l) for l in range(self.net.n_layers)]
+        saturated = np.array(
+            [[np.count_nonzero(mask[i, rows]) for rows in layer_rows] for i in range(k)],
+            dtype=float,
+        )
         dead = per_layer(F.max(axis=2) < self.threshold)
 
         act_mean = act_sum / count

@@ -48,7 +48,9 @@ class History:
     def metric_names(self) -> list[str]:
         return [name for name, _ in self.metric_items()]
 
-    def metric_items(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    def metric_items(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
         """(MLflow name, values of rows start..stop) for every metric; stop defaults to n_rows."""
         stop = self.n_rows if stop is None else stop
         for name, values in self.scalars.items():

@@ -21,7 +21,7 @@ name               distribution                                 Var(W)
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

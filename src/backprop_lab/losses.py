@@ -105,7 +105,9 @@ class SoftmaxCE(OutputHead):
                 f"got {Y.shape[0]} row(s): use sigmoid_bce for a binary task"
             )
         if Y.size and (Y.min() < 0 or not np.allclose(Y.sum(axis=0), 1.0)):
-            raise ValueError("softmax_ce needs one-hot (or probability) targets: columns summing to 1")
+            raise ValueError(
+                "softmax_ce needs one-hot (or probability) targets: columns summing to 1"
+            )
 
 
 class MSE(OutputHead):
@@ -137,4 +139,6 @@ def get_output(name: str) -> OutputHead:
     try:
         return OUTPUTS[name]()
     except KeyError:
-        raise ValueError(f"unknown output/loss {name!r}; valid choices: {', '.join(OUTPUTS)}") from None
+        raise ValueError(
+            f"unknown output/loss {name!r}; valid choices: {', '.join(OUTPUTS)}"
+        ) from None

@@ -141,9 +141,7 @@ class MLP:
     def forward(self, X: Array, ws: Workspace | None = None) -> Array:
         """Forward pass over X (d, m); returns the output p (k, m), a view into ``ws.A``."""
         if X.ndim != 2 or X.shape[0] != self.sizes[0]:
-            raise ValueError(
-                f"{self!r} takes inputs of shape ({self.sizes[0]}, m); got {X.shape}"
-            )
+            raise ValueError(f"{self!r} takes inputs of shape ({self.sizes[0]}, m); got {X.shape}")
         ws = self.workspace(X.shape[1]) if ws is None else ws
         ws.X = X
         a = X

@@ -141,9 +141,7 @@ class Adam(Optimizer):
         net.params -= m_hat_scale * m / denom
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    o.name: o for o in (GradientDescent, SGD, Momentum, Adam)
-}
+OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (GradientDescent, SGD, Momentum, Adam)}
 
 
 def make_optimizer(

@@ -55,7 +55,9 @@ def _check(net: MLP, data: Dataset, epochs: int, batch_size: int | None, every: 
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None (full batch); got {batch_size!r}")
+        raise ValueError(
+            f"batch_size must be a positive integer or None (full batch); got {batch_size!r}"
+        )
     if every < 0:
         raise ValueError(f"histogram_every must be >= 0; got {every!r}")
     if data.n_features != net.sizes[0]:
@@ -127,8 +129,9 @@ def train(
 
     status, diverged_epoch, epochs_run, measured = "finished", None, 0, 0
     start = time.perf_counter()
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # A diverging run overflows on purpose: it is detected and reported, not warned about.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
             for e in range(epochs + 1):
                 ws = recorder.next_workspace() if recorder else plain_ws
                 net.forward(X, ws)
@@ -172,13 +175,13 @@ def train(
                 else:
                     history.n_rows = e + 1
                     complete(range(e, e + 1))
-    finally:
-        # Complete the rows measured so far, on success and on any exception alike.
-        if recorder is not None:
-            rows = recorder.flush(history)
-        else:
-            rows = range(history.n_rows, measured)
-            history.n_rows = measured
+        finally:
+            # Complete the rows measured so far, on success and on any exception alike.
+            if recorder is not None:
+                rows = recorder.flush(history)
+            else:
+                rows = range(history.n_rows, measured)
+                history.n_rows = measured
     complete(rows)
 
     result = TrainResult(
