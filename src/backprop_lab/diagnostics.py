@@ -11,11 +11,11 @@ delta (n_l, m) and activations a (n_l, m) on the probe batch of m samples:
 - ``saturation`` = fraction of (unit, sample) pairs with f'(z) < 0.05 max f' (for relu: z <= 0)
 - ``dead_fraction`` = fraction of units saturated in that sense on every probe sample
 
-Cost: training writes the activations, derivatives and errors of each probe pass straight into one
-slot of a ring of K workspaces (no copy), and only the flat parameter and gradient vectors are
-copied per epoch. Every K epochs the statistics of all K slots and all L layers are reduced at
-once with a fixed number of array operations, so the per-epoch Python overhead does not grow with
-depth; K is chosen so the ring stays within ``ring_bytes``.
+Cost: each epoch reduces the probe pass to per-unit sums with a few whole-array operations while
+its buffers are still in cache (sums and sums of squares as matrix products, saturated samples
+counted as packed bits) and copies the flat weight and gradient vectors into small ring buffers.
+Every K epochs the per-layer statistics of all K epochs are formed at once, so the per-epoch
+Python overhead does not grow with depth.
 """
 
 from __future__ import annotations
@@ -43,61 +43,62 @@ class Histogram:
 
 
 class DiagnosticsRecorder:
-    """Ring buffers for K probe passes and their block reduction into a History."""
+    """Per-epoch per-unit sums in small ring buffers, reduced per layer in blocks of K epochs."""
 
-    def __init__(self, net: MLP, m: int, ring_bytes: int = 8 << 20, max_slots: int = 64) -> None:
+    def __init__(self, net: MLP, m: int, ring_bytes: int = 4 << 20, max_slots: int = 64) -> None:
         self.net = net
         self.m = m
-        U, k = net.n_units, net.sizes[-1]
-        slot_bytes = 3 * U * m * net.dtype.itemsize
-        K = int(max(1, min(max_slots, ring_bytes // max(slot_bytes, 1))))
+        U, P, nw = net.n_units, net.n_params, net.n_weights
+        row_bytes = 8 * (4 * U + P + 2 * nw)
+        K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
         self.K = K
-        self.A = np.empty((K, U, m), dtype=net.dtype)
-        self.F = np.empty((K, U, m), dtype=net.dtype)
-        self.D = np.empty((K, U, m), dtype=net.dtype)
-        self.slots = [
-            Workspace(self.A[i], self.F[i], self.D[i], np.empty((k, m), dtype=net.dtype))
-            for i in range(K)
-        ]
-        P, nw = net.n_params, net.n_weights
-        self.params = np.empty((K, P))
-        self.grads = np.empty((K, P))
-        self.updates = np.full((K, nw), np.nan)
+        self.act_sum = np.empty((K, U), dtype=net.dtype)
+        self.squares = np.empty((K, 2 * U), dtype=net.dtype)  # sum of a^2 | sum of delta^2
+        self.saturated = np.empty((K, U), dtype=np.int64)
+        self.params = np.empty((K, nw), dtype=net.dtype)
+        self.grads = np.empty((K, P), dtype=net.dtype)
+        self.updates = np.empty((K, nw), dtype=net.dtype)
+        self.updated = np.zeros(K, dtype=bool)
         self.epochs: list[int] = []
-        # Saturation thresholds: 5% of the largest derivative of the hidden activation, and of
-        # the output non-linearity for the output rows (scalars compare much faster than rows).
-        self.hidden_units = int(net.unit_offsets[-2])
-        self.hidden_threshold = SATURATION_THRESHOLD * net.activation.max_derivative
-        self.output_threshold = SATURATION_THRESHOLD * net.head.max_derivative
-        thr = np.full(U, self.hidden_threshold)
-        thr[self.hidden_units :] = self.output_threshold
-        self.threshold = thr
-        self.mask = np.empty((K, U, m), dtype=bool)
+        self.mask = np.empty((U, m), dtype=bool)
         self.ones = np.ones(m, dtype=net.dtype)
+        # Saturation: f'(z) < 5% of max f'. The output rows of F are rescaled to the hidden
+        # activation's maximum so that one scalar comparison covers every layer.
+        self.threshold = SATURATION_THRESHOLD * net.activation.max_derivative
+        self.output_scale = net.activation.max_derivative / net.head.max_derivative
+        self.output_rows = net.layer_rows(net.n_layers - 1)
         self.unit_starts = net.unit_offsets[:-1]
         self.weight_starts = net.weight_offsets[:-1]
         self.widths = np.diff(net.unit_offsets).astype(float)
+        self.last_workspace: Workspace | None = None
 
     # -- per epoch -----------------------------------------------------------------------------
-    def next_workspace(self) -> Workspace:
-        """The ring slot the next probe pass writes into."""
-        return self.slots[len(self.epochs)]
-
-    def capture(self, epoch: int) -> None:
-        """Record the probe pass just run in the current slot (after forward and backward)."""
+    def capture(self, epoch: int, ws: Workspace) -> None:
+        """Reduce the probe pass in ``ws`` (after forward and backward) to per-unit sums."""
         i = len(self.epochs)
         net = self.net
-        net.output_derivative(self.slots[i])
-        self.params[i] = net.params
+        F_out = net.head.derivative(ws.A[self.output_rows], out=ws.F[self.output_rows])
+        if self.output_scale != 1.0:
+            F_out *= self.output_scale
+        np.matmul(ws.A, self.ones, out=self.act_sum[i])
+        np.matmul(ws.AD[:, None, :], ws.AD[:, :, None], out=self.squares[i].reshape(-1, 1, 1))
+        np.less(ws.F, self.threshold, out=self.mask)
+        # Count saturated samples per unit as packed bits: numpy's fastest count along an axis.
+        np.bitwise_count(np.packbits(self.mask, axis=-1)).sum(
+            axis=-1, dtype=np.int64, out=self.saturated[i]
+        )
+        self.params[i] = net.params[: net.n_weights]
         self.grads[i] = net.grads
-        self.updates[i] = np.nan
+        self.updated[i] = False
         self.epochs.append(epoch)
+        self.last_workspace = ws
 
     def record_update(self) -> None:
         """Record W_after - W_before of the epoch whose probe pass was captured last."""
         i = len(self.epochs) - 1
         nw = self.net.n_weights
-        np.subtract(self.net.params[:nw], self.params[i, :nw], out=self.updates[i])
+        np.subtract(self.net.params[:nw], self.params[i], out=self.updates[i])
+        self.updated[i] = True
 
     @property
     def full(self) -> bool:
@@ -109,63 +110,54 @@ class DiagnosticsRecorder:
 
     # -- per block -----------------------------------------------------------------------------
     def flush(self, history: History) -> range:
-        """Reduce the captured slots into their history rows; returns the rows completed."""
+        """Form the per-layer statistics of the captured epochs in their history rows; returns
+        the rows completed."""
         k = len(self.epochs)
         if k == 0:
             return range(history.n_rows, history.n_rows)
         first = self.epochs[0]
         rows = slice(first, first + k)
-        nw = self.net.n_weights
-        count = self.widths * self.m  # entries per layer
+        U, m, nw = self.net.n_units, self.m, self.net.n_weights
+        count = self.widths * m  # entries per layer
 
-        def per_layer(per_unit: np.ndarray) -> np.ndarray:  # (k, U) -> (k, L)
-            return np.add.reduceat(per_unit, self.unit_starts, axis=1)
+        def per_layer(per_unit: np.ndarray) -> np.ndarray:  # (k, U) -> (k, L), float64
+            return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
 
-        A, F, D = self.A[:k], self.F[:k], self.D[:k]
-        # Sums and sums of squares over samples as (batched) matrix products: BLAS speed.
-        act_sum = per_layer(np.matmul(A, self.ones))
-        act_sq = per_layer(np.matmul(A[..., None, :], A[..., :, None])[..., 0, 0])
+        act_mean = per_layer(self.act_sum[:k]) / count
+        act_sq = per_layer(self.squares[:k, :U]) / count
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
-        delta_sum = per_layer(self.grads[:k, nw:] * self.m)
-        delta_sq = per_layer(np.matmul(D[..., None, :], D[..., :, None])[..., 0, 0])
-        mask = self.mask[:k]
-        h = self.hidden_units
-        np.less(F[:, :h], self.hidden_threshold, out=mask[:, :h])
-        np.less(F[:, h:], self.output_threshold, out=mask[:, h:])
-        # count_nonzero over a whole contiguous block is far faster than any per-axis count.
-        layer_rows = [self.net.layer_rows(l) for l in range(self.net.n_layers)]
-        saturated = np.array(
-            [[np.count_nonzero(mask[i, rows]) for rows in layer_rows] for i in range(k)],
-            dtype=float,
-        )
-        dead = per_layer(F.max(axis=2) < self.threshold)
+        delta_mean = per_layer(self.grads[:k, nw:]) * (m / count)
+        delta_sq = per_layer(self.squares[:k, U:]) / count
+        saturated = self.saturated[:k]
 
-        act_mean = act_sum / count
-        delta_mean = delta_sum / count
-        w_sq = np.add.reduceat(np.square(self.params[:k, :nw]), self.weight_starts, axis=1)
-        g_sq = np.add.reduceat(np.square(self.grads[:k, :nw]), self.weight_starts, axis=1)
-        u_sq = np.add.reduceat(np.square(self.updates[:k]), self.weight_starts, axis=1)
-        weight_norm = np.sqrt(w_sq)
-        grad_norm = np.sqrt(g_sq)
+        def layer_norms(flat: np.ndarray) -> np.ndarray:  # (k, n_weights) -> (k, L)
+            return np.sqrt(
+                np.add.reduceat(np.square(flat, dtype=np.float64), self.weight_starts, axis=1)
+            )
+
+        weight_norm = layer_norms(self.params[:k])
+        grad_norm = layer_norms(self.grads[:k, :nw])
+        update_ratio = layer_norms(self.updates[:k]) / weight_norm
+        update_ratio[~self.updated[:k]] = np.nan  # no update follows the last row
 
         out = history.layers
         out["weight_norm"][rows] = weight_norm
         out["grad_norm"][rows] = grad_norm
         out["grad_weight_ratio"][rows] = grad_norm / weight_norm
-        out["update_ratio"][rows] = np.sqrt(u_sq) / weight_norm
+        out["update_ratio"][rows] = update_ratio
         out["act_mean"][rows] = act_mean
-        out["act_std"][rows] = np.sqrt(np.maximum(act_sq / count - act_mean**2, 0.0))
-        out["delta_std"][rows] = np.sqrt(np.maximum(delta_sq / count - delta_mean**2, 0.0))
-        out["saturation"][rows] = saturated / count
-        out["dead_fraction"][rows] = dead / self.widths
+        out["act_std"][rows] = np.sqrt(np.maximum(act_sq - act_mean**2, 0.0))
+        out["delta_std"][rows] = np.sqrt(np.maximum(delta_sq - delta_mean**2, 0.0))
+        out["saturation"][rows] = per_layer(saturated) / count
+        out["dead_fraction"][rows] = per_layer(saturated == m) / self.widths
         self.epochs.clear()
         history.n_rows = first + k
         return range(first, first + k)
 
     def histograms(self, epoch: int) -> list[Histogram]:
-        """Histograms of weights, gradients and activations per layer, from the current slot."""
+        """Histograms of weights, gradients and activations per layer of the last capture."""
         i = len(self.epochs) - 1
-        net, ws = self.net, self.slots[i]
+        net, ws = self.net, self.last_workspace
         out = []
         for l in range(net.n_layers):
             w0, w1 = self.weight_starts[l], net.weight_offsets[l + 1]

@@ -36,24 +36,21 @@ class Workspace:
 
     Attributes (U = total units of all layers, k = outputs):
         A: (U, m) activations a^1..a^L stacked (the last k rows are the output p)
+        D: (U, m) per-sample errors delta^1..delta^L; A and D are the two halves of one
+           (2U, m) buffer ``AD``, so statistics of both take a single array operation
         F: (U, m) derivatives f'(z^l) (hidden rows: filled by backward; output rows: by
            :meth:`MLP.output_derivative`)
-        D: (U, m) per-sample errors delta^1..delta^L
         z_out: (k, m) output logits z^L
         X: (d, m) the input of the last forward pass (not copied)
     """
 
-    def __init__(self, A: Array, F: Array, D: Array, z_out: Array) -> None:
-        self.m = A.shape[1]
-        self.A, self.F, self.D, self.z_out = A, F, D, z_out
+    def __init__(self, n_units: int, n_out: int, m: int, dtype: np.dtype) -> None:
+        self.m = m
+        self.AD = np.empty((2 * n_units, m), dtype=dtype)
+        self.A, self.D = self.AD[:n_units], self.AD[n_units:]
+        self.F = np.empty((n_units, m), dtype=dtype)
+        self.z_out = np.empty((n_out, m), dtype=dtype)
         self.X: Array | None = None
-
-    @classmethod
-    def empty(cls, n_units: int, n_out: int, m: int, dtype: np.dtype) -> Workspace:
-        def buffer() -> Array:
-            return np.empty((n_units, m), dtype=dtype)
-
-        return cls(buffer(), buffer(), buffer(), np.empty((n_out, m), dtype=dtype))
 
 
 class MLP:
@@ -131,7 +128,7 @@ class MLP:
         return ws
 
     def new_workspace(self, m: int) -> Workspace:
-        return Workspace.empty(self.n_units, self.sizes[-1], m, self.dtype)
+        return Workspace(self.n_units, self.sizes[-1], m, self.dtype)
 
     @property
     def n_params(self) -> int:

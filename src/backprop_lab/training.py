@@ -112,7 +112,7 @@ def train(
 
     history = History(epochs + 1, net.n_layers, has_val, diagnostics)
     recorder = DiagnosticsRecorder(net, n) if diagnostics else None
-    plain_ws = None if diagnostics else net.new_workspace(n)
+    ws = net.new_workspace(n)  # the probe pass: the whole training set
     val_ws = net.new_workspace(Xv.shape[1]) if has_val else None
     histograms: list[Histogram] = []
     loss_row, acc_row = history.scalars["train/loss"], history.scalars["train/accuracy"]
@@ -133,7 +133,6 @@ def train(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             for e in range(epochs + 1):
-                ws = recorder.next_workspace() if recorder else plain_ws
                 net.forward(X, ws)
                 loss = net.loss(ws, Y)
                 loss_row[e] = loss
@@ -147,7 +146,7 @@ def train(
                 if recorder is not None or (full_batch and not last):
                     net.backward(Y, ws)
                 if recorder is not None:
-                    recorder.capture(e)
+                    recorder.capture(e, ws)
                     if histogram_every and (e % histogram_every == 0 or last):
                         histograms.extend(recorder.histograms(e))
                 if last:
