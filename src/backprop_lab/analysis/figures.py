@@ -1,0 +1,358 @@
+"""Seaborn figures answering the questions of a vanishing-gradient study.
+
+Every function takes the tables of :mod:`.loading` (``histories``, long; ``runs``, one row per
+run) and returns a matplotlib ``Figure``; none of them changes global styles. Where a figure
+compares layers, it uses runs of one depth (the deepest by default), since layer indices of
+networks of different depths are not comparable. Seeds are aggregated by seaborn in the axis
+scale: on a log axis its mean is the geometric mean (log scales are set before plotting for
+that reason); bands give the min-max range over seeds unless stated.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .summary import (
+    RELU_LIKE,
+    final_accuracy,
+    geometric_mean,
+    gradient_ratios,
+    label_order,
+    theory_factors,
+)
+
+HUE_TITLE = "activation (init)"
+SEED_RANGE = ("pi", 100)  # band = min..max over seeds
+METRIC_LABELS = {
+    "delta_std": "std of back-propagated error δ",
+    "grad_norm": "gradient norm ‖∂loss/∂W‖",
+    "grad_weight_ratio": "‖∂loss/∂W‖ / ‖W‖",
+}
+
+
+def _styled(plot):
+    """Draw inside seaborn's whitegrid style without touching the caller's rcParams."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def palette(frame: pd.DataFrame) -> dict[str, tuple]:
+    """One fixed colour per configuration label, in legend order, shared by all figures."""
+    labels = label_order(frame)
+    return dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+
+
+class MissingData(ValueError):
+    """The tables lack what a figure needs (e.g. runs trained with diagnostics off)."""
+
+
+def _require(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    if frame.empty:
+        raise MissingData(f"no {what} in the data")
+    return frame
+
+
+def _one_depth(frame: pd.DataFrame, depth: int | None) -> tuple[pd.DataFrame, int]:
+    depths = frame["depth"].dropna().unique()
+    if len(depths) == 0:
+        raise MissingData("no runs with these metrics and a known depth to plot")
+    chosen = int(max(depths)) if depth is None else int(depth)
+    if chosen not in set(int(d) for d in depths):
+        raise ValueError(f"depth={depth} not in the data; depths: {sorted(map(int, depths))}")
+    return frame[frame["depth"] == chosen], chosen
+
+
+def seed_mean(frame: pd.DataFrame, by: list[str], log: bool = False) -> pd.DataFrame:
+    """Mean of ``value`` over the runs in each ``by`` group, with ``low``/``high`` = mean ± 2
+    standard errors (equal to the mean for a single run); with ``log``, computed on log10 of
+    the values, i.e. a geometric mean and a multiplicative band."""
+    values = np.log10(frame["value"].astype(float)) if log else frame["value"].astype(float)
+    stats = frame.assign(_v=values).groupby(by, observed=True, sort=True)["_v"].agg(
+        ["mean", "std", "count"]).reset_index()
+    half = (2 * stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
+    low, mean, high = stats["mean"] - half, stats["mean"], stats["mean"] + half
+    if log:
+        low, mean, high = 10**low, 10**mean, 10**high
+    return stats[by].assign(value=mean, low=low, high=high, runs=stats["count"])
+
+
+def _positive(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows a log axis can show (a dead layer's zero gradient cannot be drawn on it)."""
+    return frame[np.isfinite(frame["value"]) & (frame["value"] > 0)]
+
+
+def _factor_text(steps: np.ndarray) -> str:
+    low, high = float(steps.min()), float(steps.max())
+    return f"{low:.3g}" if np.isclose(low, high) else f"{low:.3g} to {high:.3g}"
+
+
+@_styled
+def plot_vanishing_profile(histories: pd.DataFrame, depth: int | None = None,
+                           metrics: tuple[str, ...] = ("delta_std", "grad_norm")) -> Figure:
+    """``metrics`` against layer index at initialization and after training, one line per
+    configuration (geometric mean over seeds, band = min-max), log scale. At initialization the
+    dashed line is the linear-regime theory: the measured value of the top hidden layer
+    multiplied by the per-layer factor once per layer further down."""
+    data, depth = _one_depth(histories[histories["metric"].isin(metrics)], depth)
+    data = _positive(data.dropna(subset=["layer"]))
+    from .summary import at_epochs
+
+    data = at_epochs(data)
+    data["layer"] = data["layer"].astype(int)
+    colors = palette(data)
+    n_layers = int(data["n_layers"].max())
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), sharex=True,
+                             sharey="row", squeeze=False, layout="constrained")
+    factors = {}
+    for row, metric in enumerate(metrics):
+        for col, when in enumerate(("init", "final")):
+            ax = axes[row, col]
+            sub = data[(data["metric"] == metric) & (data["when"] == when)]
+            ax.set_yscale("log")  # before plotting: seaborn then averages log values
+            sns.lineplot(sub, x="layer", y="value", hue="label", hue_order=list(colors),
+                         palette=colors, estimator="mean", errorbar=SEED_RANGE,
+                         marker="o", ax=ax, legend=False)
+            if when == "init":
+                for label, run in sub.groupby("label", observed=True):
+                    first = run.iloc[0]
+                    # factors[l-1]: predicted value(l) / value(l+1), l = 1..L-2
+                    steps = theory_factors(first["activation"], first["init"], first["sizes"])
+                    factors[label] = steps
+                    top_layer = n_layers - 1
+                    anchor = geometric_mean(run.loc[run["layer"] == top_layer, "value"])
+                    if not (np.all(np.isfinite(steps)) and np.isfinite(anchor)):
+                        continue
+                    # from the top hidden layer down: anchor, anchor*f_{L-2}, ...
+                    predicted = anchor * np.cumprod(np.r_[1.0, steps[::-1]])[::-1]
+                    ax.plot(np.arange(1, top_layer + 1), predicted, ls="--", lw=1.3,
+                            color=colors[label], alpha=0.9)
+            epoch = int(sub["epoch"].max()) if when == "final" and not sub.empty else 0
+            ax.set_title("at initialization (epoch 0)" if when == "init"
+                         else f"after training (epoch {epoch})")
+            ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}\n(log scale)" if col == 0
+                          else "")
+            ax.set_xlabel("")
+            ax.set_xticks(range(1, n_layers + 1, max(1, n_layers // 10)))
+    handles = [Line2D([], [], color=c, marker="o", label=label) for label, c in colors.items()]
+    handles += [Line2D([], [], color=colors[label], ls="--",
+                       label=f"theory {label}: ×{_factor_text(steps)} per layer")
+                for label in colors
+                if (steps := factors.get(label)) is not None and steps.size
+                and np.isfinite(steps).all()]
+    fig.supxlabel(f"layer l (1 = first layer, next to the input; {n_layers} = output layer)",
+                  fontsize="medium")
+    fig.legend(handles=handles, loc="outside right center", title="measured (solid)\n"
+               "theory, init only (dashed)", fontsize="small", title_fontsize="small")
+    fig.suptitle(f"Vanishing profile: the gradient signal from the output layer down to layer 1"
+                 f"\n(depth {depth}: {n_layers} weight layers; geometric mean over seeds, "
+                 f"band = min-max)")
+    return fig
+
+
+@_styled
+def plot_grad_weight_ratio(histories: pd.DataFrame, depth: int | None = None) -> Figure:
+    """Per-layer ``grad_weight_ratio`` against epoch, one panel per configuration, one line per
+    layer (geometric mean over seeds), log scale."""
+    data, depth = _one_depth(histories[histories["metric"] == "grad_weight_ratio"], depth)
+    data = _positive(data.dropna(subset=["layer"]))
+    order = label_order(data)
+    # Aggregated with pandas first: seaborn's per-group estimator takes ~15 s on 21 layers x
+    # 500 epochs x 3 configurations.
+    means = seed_mean(data, ["label", "layer", "epoch"], log=True)
+    means["label"] = means["label"].astype(object)
+    means["layer"] = means["layer"].astype(int)
+    grid = sns.relplot(means, x="epoch", y="value", hue="layer", col="label", col_order=order,
+                       kind="line", palette="viridis", estimator=None, height=3.4, aspect=1.1,
+                       facet_kws={"sharey": True, "subplot_kws": {"yscale": "log"}})
+    grid.set_titles(col_template="{col_name}")
+    grid.set_axis_labels("epoch", "‖∂loss/∂W‖ / ‖W‖ (log scale)")
+    if grid.legend is not None:
+        grid.legend.set_title("layer l")
+    grid.figure.suptitle(f"Gradient-to-weight norm ratio per layer during training "
+                         f"(depth {depth}, geometric mean over seeds)\none line per layer: "
+                         f"l = 1 next to the input (dark) to l = {depth + 1}, the output (yellow)",
+                         y=1.08)
+    return grid.figure
+
+
+@_styled
+def plot_gradient_ratio_vs_depth(histories: pd.DataFrame) -> Figure:
+    """First-to-last-layer gradient ratio ``grad_norm(1) / grad_norm(L)`` against depth, per
+    configuration, at initialization and after training; geometric mean over seeds, band =
+    min-max; a ratio of 1 (dotted) means no vanishing."""
+    ratios = gradient_ratios(histories)
+    ratios = _require(ratios[np.isfinite(ratios["ratio"]) & (ratios["ratio"] > 0)],
+                      "per-layer gradient norms")
+    colors = palette(ratios)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
+    for ax, when in zip(axes, ("init", "final"), strict=True):
+        sub = ratios[ratios["when"] == when]
+        ax.set_yscale("log")  # before plotting: seaborn then averages log values
+        sns.lineplot(sub, x="depth", y="ratio", hue="label", hue_order=list(colors),
+                     palette=colors, estimator="mean", errorbar=SEED_RANGE, marker="o",
+                     err_style="bars", ax=ax, legend=when == "final")
+        ax.axhline(1.0, color="grey", ls=":", lw=1)
+        ax.set_xticks(sorted(ratios["depth"].dropna().unique().astype(int)))
+        ax.set_title("at initialization" if when == "init" else "after training")
+        ax.set_xlabel("depth (number of hidden layers)")
+        ax.set_ylabel("‖∂loss/∂W¹‖ / ‖∂loss/∂Wᴸ‖ (log scale)")
+    legend = axes[1].get_legend()
+    if legend is not None:
+        sns.move_legend(axes[1], "center left", bbox_to_anchor=(1.02, 0.5), title=HUE_TITLE)
+    fig.suptitle("How much of the output layer's gradient reaches layer 1, by depth\n"
+                 "(geometric mean over seeds, bars = min-max; dotted 1 = nothing lost)")
+    return fig
+
+
+@_styled
+def plot_learning_curves(histories: pd.DataFrame) -> Figure:
+    """Loss (log scale) and accuracy against epoch, train (solid) and validation (dashed), one
+    colour per configuration; mean over seeds (geometric for the loss) with a band of ± 2
+    standard errors (about a 95% interval; none with a single seed); one column per depth."""
+    wanted = ("train/loss", "val/loss", "train/accuracy", "val/accuracy")
+    data = _require(histories[histories["metric"].isin(wanted)], "loss or accuracy")
+    colors = palette(data)
+    # Mean and standard error with pandas: a bootstrap per epoch took minutes on 500 epochs.
+    # Loss is averaged in log space (a geometric mean and a band that stays positive on the
+    # log axis), accuracy arithmetically.
+    by = ["label", "depth", "metric", "epoch"]
+    is_loss = data["metric"].astype(str).str.endswith("loss")
+    data = pd.concat([seed_mean(_positive(data[is_loss]), by, log=True),
+                      seed_mean(data[~is_loss], by)], ignore_index=True)
+    split_quantity = data["metric"].astype(str).str.split("/", expand=True)
+    data["data"] = split_quantity[0].map({"train": "train", "val": "validation"})
+    data["quantity"] = split_quantity[1]
+    data[HUE_TITLE] = data["label"].astype(object)
+    depths = sorted(data["depth"].dropna().unique().astype(int))
+    grid = sns.relplot(data, x="epoch", y="value", hue=HUE_TITLE, hue_order=list(colors),
+                       palette=colors, style="data", style_order=["train", "validation"],
+                       row="quantity", row_order=["loss", "accuracy"],
+                       col="depth" if len(depths) > 1 else None, kind="line", estimator=None,
+                       height=3.0, aspect=1.3, facet_kws={"sharey": "row"})
+    for key, ax in grid.axes_dict.items():
+        quantity, depth = key if isinstance(key, tuple) else (key, None)
+        panel = data[(data["quantity"] == quantity)
+                     & ((data["depth"] == depth) if depth is not None else True)]
+        for (label, _), band in panel.groupby([HUE_TITLE, "data"], sort=False):
+            ax.fill_between(band["epoch"], band["low"], band["high"], color=colors[label],
+                            alpha=0.2, linewidth=0)
+        if quantity == "loss":
+            ax.set_yscale("log")
+            ax.set_ylabel("loss (log scale)")
+        else:
+            ax.set_ylabel("accuracy")
+        ax.set_title(f"{quantity}" + (f", depth {depth}" if depth is not None else ""))
+    grid.set_xlabels("epoch")
+    grid.figure.suptitle("Learning curves: mean over seeds (geometric for the loss), "
+                         "band = ± 2 standard errors of that mean", y=1.03)
+    return grid.figure
+
+
+def _tick_step(n: int, most: int = 8) -> int:
+    """A round label step (1, 2, 5, 10, 20, 50, ...) giving at most ``most`` labels."""
+    candidates = (base * 10**power for power in range(12) for base in (1, 2, 5))
+    return next(step for step in candidates if n / step <= most)
+
+
+@_styled
+def plot_saturation_heatmaps(histories: pd.DataFrame, depth: int | None = None) -> Figure:
+    """Layer x epoch heatmaps, one per configuration: the fraction of saturated units for
+    saturating activations (sigmoid, tanh, ...), of dead units for ReLU; mean over seeds,
+    hidden layers only, layer 1 at the bottom."""
+    data, depth = _one_depth(histories[histories["metric"].isin(("saturation",
+                                                                  "dead_fraction"))], depth)
+    data = data.dropna(subset=["layer"])
+    data = data[data["layer"] < data["n_layers"]]  # the output layer has its own activation
+    order = label_order(data)
+    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order) + 1, 3.8), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, label in zip(axes[0], order, strict=True):
+        sub = data[data["label"] == label]
+        activation = sub["activation"].iloc[0]
+        metric = "dead_fraction" if activation in RELU_LIKE else "saturation"
+        grid = sub[sub["metric"] == metric].pivot_table(index="layer", columns="epoch",
+                                                        values="value", aggfunc="mean")
+        grid = grid.sort_index(ascending=False)
+        sns.heatmap(grid, vmin=0, vmax=1, cmap="magma", cbar=False, ax=ax,
+                    xticklabels=_tick_step(grid.shape[1]))
+        image = ax.collections[0]
+        ax.set_title(f"{label}: {'dead' if metric == 'dead_fraction' else 'saturated'} units")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("hidden layer (1 = input side)")
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=0)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="fraction of the layer's units",
+                     shrink=0.9)
+    fig.suptitle(f"Saturated (sigmoid, tanh) and dead (ReLU) units per hidden layer over "
+                 f"training (depth {depth}, mean over seeds)\nsaturated: f'(z) near 0 for a "
+                 f"sample; dead: saturated on every sample, so the unit passes no gradient")
+    return fig
+
+
+@_styled
+def plot_final_accuracy_vs_depth(runs: pd.DataFrame) -> Figure:
+    """Final validation accuracy (train accuracy when there is no validation set) against
+    depth, one line per configuration; mean over seeds, bars = min-max. With a single depth
+    (a plain activation sweep), one bar per configuration with each run as a dot."""
+    _, metric = final_accuracy(runs)
+    data = _require(runs.dropna(subset=["depth", metric]), "final accuracy").copy()
+    data["depth"] = data["depth"].astype(int)
+    colors = palette(data)
+    split = "validation" if metric.startswith("val") else "training"
+    depths = sorted(data["depth"].unique())
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    if len(depths) == 1:
+        sns.barplot(data, x="label", y=metric, hue="label", order=list(colors),
+                    hue_order=list(colors), palette=colors, errorbar=SEED_RANGE, alpha=0.6,
+                    ax=ax, legend=False)
+        sns.stripplot(data, x="label", y=metric, order=list(colors), color="black", size=5,
+                      ax=ax)
+        ax.set_xlabel(HUE_TITLE)
+        ax.set_title(f"Final {split} accuracy per activation (depth {depths[0]}; bar = mean, "
+                     f"dots = runs)")
+    else:
+        sns.lineplot(data, x="depth", y=metric, hue="label", hue_order=list(colors),
+                     palette=colors, estimator="mean", errorbar=SEED_RANGE, err_style="bars",
+                     marker="o", ax=ax)
+        ax.set_xticks(depths)
+        ax.set_xlabel("depth (number of hidden layers)")
+        sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5), title=HUE_TITLE)
+        ax.set_title(f"Final {split} accuracy by depth (mean over seeds, bars = min-max)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(f"final {split} accuracy")
+    return fig
+
+
+def all_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Figure]:
+    """Every figure of the study the data allow, keyed by a file-friendly name; a figure whose
+    metrics are missing is left out with a warning."""
+    plots = {
+        "vanishing_profile": lambda: plot_vanishing_profile(histories),
+        "grad_weight_ratio": lambda: plot_grad_weight_ratio(histories),
+        "gradient_ratio_vs_depth": lambda: plot_gradient_ratio_vs_depth(histories),
+        "learning_curves": lambda: plot_learning_curves(histories),
+        "saturation_heatmaps": lambda: plot_saturation_heatmaps(histories),
+        "final_accuracy_vs_depth": lambda: plot_final_accuracy_vs_depth(runs),
+    }
+    drawn = {}
+    for name, plot in plots.items():
+        try:
+            drawn[name] = plot()
+        except MissingData as missing:
+            warnings.warn(f"figure {name} left out: {missing}", stacklevel=2)
+    return drawn

@@ -1,0 +1,290 @@
+"""Load the runs of an MLflow experiment or of one sweep into pandas.
+
+Two tables come out of a store:
+
+- the *runs* table (:func:`runs_table`), one row per run: its config choices (activation,
+  depth, init, seed, ...), its final metrics and its status;
+- the *histories* table (:func:`.histories.load_histories`), tidy and long: one row per (run,
+  epoch, layer, metric) with the run's identifying columns repeated, ready for seaborn.
+
+:func:`load_sweep` gives both for a sweep (a parent run) or a whole experiment, from a SQLite
+file or a tracking server alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+# mlflow imports tqdm.auto, which warns in a Jupyter kernel without ipywidgets; we show no bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Run, ViewType  # noqa: E402
+
+from .histories import ID_COLUMNS, LAYER_KEY, load_histories  # noqa: E402
+
+__all__ = ["ID_COLUMNS", "SweepData", "default_tracking_uri", "list_sweeps", "load_histories",
+           "load_sweep", "runs_table", "select_runs"]
+
+ROLE_TAG = "backprop_lab.role"
+PARENT_TAG = "mlflow.parentRunId"
+DEFAULT_EXPERIMENT = "backprop-lab"
+
+# Columns of the runs table taken from params, with their types; (column, param keys tried in
+# order, converter). Missing params give missing values rather than errors, so older or partial
+# runs still load.
+_PARAM_COLUMNS = (
+    ("activation", ("activation",), str),
+    ("depth", ("net.depth", "model.depth"), int),
+    ("n_layers", ("net.n_layers",), int),
+    ("width", ("net.width", "model.width"), int),
+    ("init", ("net.init", "model.init"), str),
+    ("init_requested", ("model.init",), str),
+    ("seed", ("seed",), int),
+    ("dataset", ("dataset.name",), str),
+    ("model", ("model.name",), str),
+    ("optimizer", ("optimizer.name",), str),
+    ("lr", ("optimizer.lr",), float),
+    ("batch_size", ("optimizer.batch_size",), int),
+    ("epochs", ("epochs",), int),
+    ("net", ("net.repr",), str),
+)
+FINAL_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+
+
+@dataclass
+class SweepData:
+    """Runs and histories of one selection, with where they came from.
+
+    ``runs``: one row per run (see :func:`runs_table`); ``histories``: the long table of
+    :func:`load_histories`; ``sweep_id`` is None when the selection is a whole experiment.
+    """
+
+    uri: str
+    experiment_ids: list[str]
+    sweep_id: str | None
+    sweep_name: str | None
+    runs: pd.DataFrame
+    histories: pd.DataFrame
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        what = f"sweep {self.sweep_name!r} ({self.sweep_id})" if self.sweep_id else "experiment"
+        return (
+            f"SweepData({what}, {len(self.runs)} runs, {len(self.histories)} history rows, "
+            f"{self.uri})"
+        )
+
+
+def find_repo_root() -> Path:
+    """The project root: the checkout holding this package, else the nearest parent of the
+    working directory with a ``pyproject.toml``, else the working directory."""
+    here = Path(__file__).resolve().parents[3]
+    if (here / "pyproject.toml").is_file():
+        return here
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return cwd
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's store ``sqlite:///<root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{find_repo_root() / 'mlflow.db'}"
+
+
+def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+                order_by: list[str] | None = None) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            order_by=order_by,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_ids(client: MlflowClient, experiment: str | None) -> list[str]:
+    if experiment is None:
+        return [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            found = client.get_experiment(experiment)
+        except Exception:  # noqa: BLE001 - MLflow raises different types per store
+            found = None
+    if found is None:
+        names = [e.name for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
+        raise ValueError(f"no experiment {experiment!r} in the store; experiments: {names}")
+    return [found.experiment_id]
+
+
+def list_sweeps(uri: str | None = None, experiment: str | None = None) -> pd.DataFrame:
+    """The sweeps (parent runs) of a store, newest first: run_id, name, start time, status."""
+    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    ids = _experiment_ids(client, experiment)
+    parents = _search_all(
+        client, ids, f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"]
+    )
+    return pd.DataFrame(
+        {
+            "run_id": [r.info.run_id for r in parents],
+            "name": [r.info.run_name for r in parents],
+            "experiment_id": [r.info.experiment_id for r in parents],
+            "start_time": pd.to_datetime([r.info.start_time for r in parents], unit="ms"),
+            "status": [r.info.status for r in parents],
+        }
+    )
+
+
+def select_runs(
+    uri: str | None = None, experiment: str | None = None, sweep: str | None = "latest"
+) -> tuple[MlflowClient, list[str], Run | None, list[Run]]:
+    """Find the job runs to analyse.
+
+    ``sweep``: a parent run id, ``"latest"`` (the newest sweep of the experiment, or of the whole
+    store when ``experiment`` is None) or None (every job run of the experiment, any sweep).
+    Returns (client, experiment ids, parent run or None, job runs oldest first).
+    """
+    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    experiment_ids = _experiment_ids(client, experiment)
+    if sweep is None:
+        runs = _search_all(client, experiment_ids, order_by=["attributes.start_time ASC"])
+        jobs = [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
+        return client, experiment_ids, None, jobs
+    if sweep == "latest":
+        found = _search_all(
+            client,
+            experiment_ids,
+            f"tags.`{ROLE_TAG}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+        )
+        if not found:
+            raise ValueError(
+                f"no sweep (run tagged {ROLE_TAG}=sweep) in experiment(s) {experiment_ids} of "
+                f"{client.tracking_uri}; run `python train.py -m ...` first or pass sweep=None"
+            )
+        parent = found[0]
+    else:
+        parent = client.get_run(sweep)
+    experiment_ids = [parent.info.experiment_id]
+    jobs = _search_all(
+        client,
+        experiment_ids,
+        f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return client, experiment_ids, parent, jobs
+
+
+def _convert(value: str | None, kind: type):
+    if value is None or value in ("None", "null", ""):
+        return np.nan if kind is not str else None
+    if kind is str:
+        return value
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except ValueError:
+        return np.nan
+
+
+def make_label(activation: str | None, init: str | None) -> str:
+    """How a configuration is named in legends: ``"relu (he)"``."""
+    if not init:
+        return str(activation)
+    return f"{activation} ({init})"
+
+
+def _layer_sizes(params: dict[str, str]) -> str | None:
+    """Layer widths input-hidden...-output as in the network's repr, e.g. ``"2-16-8-1"``: read
+    from ``net.repr`` (``MLP(2-16-8-1, tanh, lecun)``), else from the model params (without
+    the input and output widths, which only the data set knows: ``"?-32-32-?"``)."""
+    found = re.match(r"^\w+\((\d+(?:-\d+)+)", params.get("net.repr", ""))
+    if found:
+        return found[1]
+    hidden = [params[k] for k in sorted((k for k in params if k.startswith("model.hidden.")),
+                                        key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if not hidden and "model.depth" in params and "model.width" in params:
+        hidden = [params["model.width"]] * int(params["model.depth"])
+    return "-".join(["?", *hidden, "?"]) if hidden else None
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: id, name, status, outcome, config choices, final metrics, duration."""
+    rows = []
+    for run in runs:
+        params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+        row: dict = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "sweep_id": tags.get(PARENT_TAG),
+            "status": run.info.status,
+            "outcome": tags.get("backprop_lab.outcome"),
+            "failure_reason": tags.get("backprop_lab.failure_reason"),
+        }
+        for column, keys, kind in _PARAM_COLUMNS:
+            raw = next((params[k] for k in keys if k in params), None)
+            row[column] = _convert(raw, kind)
+        if pd.isna(row["n_layers"]):
+            layers = [int(m["layer"]) for k in metrics if (m := LAYER_KEY.match(k))]
+            row["n_layers"] = max(layers) if layers else np.nan
+        if pd.isna(row["depth"]) and not pd.isna(row["n_layers"]):
+            row["depth"] = row["n_layers"] - 1
+        row["sizes"] = _layer_sizes(params)
+        row["label"] = make_label(row["activation"], row["init"])
+        for key in FINAL_METRICS:
+            row[key] = metrics.get(key, np.nan)
+        start, end = run.info.start_time, run.info.end_time
+        row["start_time"] = pd.to_datetime(start, unit="ms") if start else pd.NaT
+        row["seconds"] = (end - start) / 1000 if start and end else np.nan
+        row["overrides"] = tags.get("hydra.overrides")
+        rows.append(row)
+    columns = ["run_id", "run_name", "sweep_id", "status", "outcome", "failure_reason"]
+    columns += [c for c, _, _ in _PARAM_COLUMNS] + ["sizes", "label", *FINAL_METRICS]
+    columns += ["start_time", "seconds", "overrides"]
+    table = pd.DataFrame(rows, columns=columns)
+    for column in ("depth", "n_layers", "width", "seed", "batch_size", "epochs"):
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def load_sweep(
+    uri: str | None = None, experiment: str | None = None, sweep: str | None = "latest",
+    *, source: str = "auto",
+) -> SweepData:
+    """Runs and histories of one sweep (``sweep``: run id or ``"latest"``) or of a whole
+    experiment (``sweep=None``); ``uri`` defaults to :func:`default_tracking_uri`."""
+    uri = uri or default_tracking_uri()
+    start = time.perf_counter()
+    client, experiment_ids, parent, jobs = select_runs(uri, experiment, sweep)
+    runs = runs_table(jobs)
+    found = time.perf_counter()
+    histories = load_histories(client, jobs, runs, source=source)
+    done = time.perf_counter()
+    return SweepData(
+        uri=uri,
+        experiment_ids=experiment_ids,
+        sweep_id=parent.info.run_id if parent else None,
+        sweep_name=parent.info.run_name if parent else None,
+        runs=runs,
+        histories=histories,
+        load_seconds={"runs": found - start, "histories": done - found},
+    )

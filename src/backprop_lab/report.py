@@ -1,0 +1,104 @@
+"""Render the vanishing-gradient figures and a markdown summary of a sweep, without Jupyter.
+
+    python -m backprop_lab.report --out reports/latest                 # latest sweep, default store
+    python -m backprop_lab.report --uri sqlite:///mlflow.db --sweep RUN_ID --out reports/x
+    python -m backprop_lab.report --experiment backprop-lab --all-runs --out reports/all
+
+Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures`, then
+logs the folder as artifacts of the sweep's parent run under ``report/`` (skipped with
+``--no-log``, or when the selection is a whole experiment and there is no parent run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REPORT_ARTIFACT_PATH = "report"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m backprop_lab.report",
+        description="Figures (PNG) and a markdown summary of a sweep's vanishing-gradient "
+        "behaviour, logged back to the sweep's parent run under report/.",
+    )
+    parser.add_argument("--uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<repo root>/mlflow.db)")
+    parser.add_argument("--experiment", default=None,
+                        help="experiment name (default: look for sweeps in every experiment)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--sweep", default="latest",
+                       help="parent run id of the sweep (default: the latest sweep)")
+    group.add_argument("--all-runs", action="store_true",
+                       help="use every job run of the experiment instead of one sweep")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write into")
+    parser.add_argument("--dpi", type=int, default=120)
+    parser.add_argument("--no-log", action="store_true",
+                        help="do not attach the report to the sweep's parent run")
+    return parser.parse_args(argv)
+
+
+def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
+    """Save every figure as ``<out>/<name>.png`` and the summary as ``<out>/summary.md``;
+    return the files written."""
+    import matplotlib.pyplot as plt
+
+    from backprop_lab.analysis.figures import all_figures
+    from backprop_lab.analysis.summary import summary_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    written, links = [], {}
+    for name, fig in all_figures(sweep.runs, sweep.histories).items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+        links[name.replace("_", " ")] = path.name
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(sweep, links), encoding="utf-8")
+    written.append(summary)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, before pyplot is imported
+    from mlflow import MlflowClient
+
+    from backprop_lab.analysis.loading import load_sweep
+
+    try:
+        sweep = load_sweep(args.uri, args.experiment, None if args.all_runs else args.sweep)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if sweep.runs.empty:
+        print(f"error: no runs found in {sweep.uri}", file=sys.stderr)
+        return 2
+    print(f"{sweep}: loaded in {sum(sweep.load_seconds.values()):.1f} s")
+    files = write_report(sweep, args.out, dpi=args.dpi)
+    for path in files:
+        print(f"wrote {path}")
+    if args.no_log:
+        return 0
+    if sweep.sweep_id is None:
+        print("no sweep parent run (whole experiment selected): report not logged to MLflow")
+        return 0
+    client = MlflowClient(tracking_uri=sweep.uri)
+    for path in files:
+        client.log_artifact(sweep.sweep_id, str(path), artifact_path=REPORT_ARTIFACT_PATH)
+    print(f"logged {len(files)} files to run {sweep.sweep_id} under {REPORT_ARTIFACT_PATH}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
