@@ -1,0 +1,320 @@
+"""Train and track one job: the function ``train.py`` (and ``backprop-train``) calls through Hydra.
+
+    python train.py                                   # the reference notebook's network
+    python train.py -m activation=sigmoid,tanh,relu   # a sweep: one parent run, three children
+    python train.py -m experiment=vanishing_gradients
+
+One job = build the data set, network and optimizer from the composed config (bad values fail
+here, before any MLflow run exists), open one MLflow run, train with a progress bar and a
+buffered tracker as callbacks, save the outputs into Hydra's job folder, log them as artifacts,
+end the run with its outcome. In a multirun a failing job is recorded (FAILED, with its reason)
+and the sweep goes on; the Hydra callback in hydra_callbacks.py turns failures into the exit
+status at the end.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from hydra.errors import CompactHydraException  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from backprop_lab.config import (  # noqa: E402
+    CONF_DIR,
+    ConfigError,
+    flatten,
+    hidden_sizes,
+    register_configs,
+    to_plain,
+    validate,
+)
+from backprop_lab.job_context import JobContext  # noqa: E402
+from backprop_lab.progress import ProgressBar, grad_ratio, summary_line  # noqa: E402
+
+SUMMARY_FILE = "summary.json"
+log = logging.getLogger(__name__)
+
+
+class BadConfig(CompactHydraException):
+    """A config that composes but cannot be trained; Hydra prints just the message."""
+
+
+class RunFailed(CompactHydraException):
+    """A single run that raised or diverged (its MLflow run is already marked FAILED)."""
+
+
+@dataclass
+class Built:
+    """Everything a job trains, built from its config before any MLflow run is opened."""
+
+    dataset: Any
+    net: Any
+    optimizer: Any
+    shuffle_rng: Any
+    batch_size: int | None
+
+
+def random_streams(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """(data, weights, shuffling) random sources for ``cfg.rng``.
+
+    ``generator``: independent child streams of default_rng(seed), so changing the data set
+    does not change the initial weights. ``legacy``: one RandomState(seed) shared in the
+    reference notebook's order (data first, then weights).
+    """
+    if cfg.rng.name == "legacy":
+        state = np.random.RandomState(cfg.seed)
+        return state, state, state
+    data, weights, shuffle = np.random.default_rng(cfg.seed).spawn(3)
+    return data, weights, shuffle
+
+
+def build(cfg: DictConfig) -> Built:
+    """Data set, network and optimizer of a job; raises ValueError naming any bad value."""
+    from backprop_lab.datasets import load_dataset
+    from backprop_lab.network import MLP
+    from backprop_lab.optimizers import make_optimizer
+
+    validate(cfg)
+    dtype = np.dtype(cfg.dtype.name)
+    data_rng, init_rng, shuffle_rng = random_streams(cfg)
+    ds = load_dataset(cfg.dataset.name, n_samples=cfg.dataset.n_samples, noise=cfg.dataset.noise,
+                      val_fraction=cfg.dataset.val_fraction, rng=data_rng, dtype=dtype)
+    output = cfg.model.output.name
+    net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
+              activation=cfg.activation.name,
+              output=ds.default_output if output == "auto" else output,
+              init=cfg.model.init.name, rng=init_rng, dtype=dtype)
+    opt_cfg = {k: v for k, v in to_plain(cfg.optimizer).items()
+               if k not in ("name", "batch_size")}
+    optimizer = make_optimizer(cfg.optimizer.name, **opt_cfg)
+    return Built(ds, net, optimizer, shuffle_rng, cfg.optimizer.batch_size)
+
+
+def derived_params(built: Built) -> dict[str, Any]:
+    """``net.*`` and ``data.*`` params the analysis code filters on."""
+    net, ds = built.net, built.dataset
+    hidden = net.sizes[1:-1]
+    return {
+        "net.n_layers": net.n_layers,
+        "net.depth": len(hidden),
+        "net.width": max(hidden, default=0),
+        "net.init": net.init,
+        "net.output": net.head.name,
+        "net.n_params": net.params.size,
+        "net.repr": repr(net),
+        "data.n_features": ds.n_features,
+        "data.n_classes": ds.n_classes,
+        "data.n_train": ds.n_train,
+        "data.n_val": ds.n_val,
+    }
+
+
+def save_outputs(cfg: DictConfig, built: Built, history, histograms, folder: Path,
+                 *, figures: bool, title: str) -> None:
+    """config.yaml, weights.npz, history.csv, histograms.npz and figures/ into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(to_plain(cfg)))
+    net = built.net
+    arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
+    arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
+    np.savez(folder / "weights.npz", sizes=np.array(net.sizes), **arrays)
+    if history is not None and history.n_rows:
+        history.to_frame().to_csv(folder / "history.csv", float_format="%.9g")
+    if histograms:
+        np.savez_compressed(
+            folder / "histograms.npz",
+            epoch=np.array([h.epoch for h in histograms]),
+            layer=np.array([h.layer for h in histograms]),
+            kind=np.array([h.kind for h in histograms]),
+            counts=np.stack([h.counts for h in histograms]),
+            edges=np.stack([h.edges for h in histograms]),
+        )
+    if figures and history is not None and history.n_rows:
+        from backprop_lab.run_figures import save_run_figures
+
+        save_run_figures(net, built.dataset, history, folder / "figures", title)
+
+
+def _artifact_specs(folder: Path):
+    from backprop_lab.tracking import ArtifactSpec
+
+    return [
+        ArtifactSpec(folder / "config.yaml"),
+        ArtifactSpec(folder / ".hydra", "hydra"),
+        ArtifactSpec(folder / "weights.npz"),
+        ArtifactSpec(folder / "history.csv"),
+        ArtifactSpec(folder / "histograms.npz"),
+        ArtifactSpec(folder / "figures", "figures"),
+    ]
+
+
+def _summary(ctx: JobContext, cfg: DictConfig, outcome: str, reason: str | None,
+             history, run_id: str | None, seconds: float, n_layers: int | None) -> dict:
+    final = history.final() if history is not None else {}
+    return {
+        "sweep_id": ctx.sweep_id,
+        "job_num": ctx.job_num,
+        "run_name": ctx.run_name,
+        "overrides": ctx.overrides,
+        "activation": cfg.activation.name,
+        "outcome": outcome,
+        "failure_reason": reason,
+        "run_id": run_id,
+        "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
+        "seconds": seconds,
+        "n_layers": n_layers,
+        "train_loss": final.get("train/loss"),
+        "train_accuracy": final.get("train/accuracy"),
+        "val_loss": final.get("val/loss"),
+        "val_accuracy": final.get("val/accuracy"),
+        "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
+        "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
+                            if n_layers and history is not None and history.n_rows else None),
+    }
+
+
+def _finish(ctx: JobContext, cfg: DictConfig, summary: dict) -> dict:
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    print(summary_line(summary), flush=True)
+    return summary
+
+
+def train_and_track(cfg: DictConfig) -> dict:
+    """Run one job (see the module docstring); returns its summary (also in summary.json)."""
+    from threadpoolctl import threadpool_limits
+
+    from backprop_lab.training import train
+
+    ctx = JobContext.current(cfg)
+    tic = time.perf_counter()
+    try:
+        built = build(cfg)
+    except (ConfigError, ValueError) as exc:
+        if not ctx.multirun:
+            raise BadConfig(f"Invalid config: {exc}") from None
+        return _finish(ctx, cfg, _summary(ctx, cfg, "failed", f"invalid config: {exc}",
+                                          None, None, 0.0, None))
+
+    tracker = None
+    if cfg.tracking.enabled:
+        tracker = _start_tracking(cfg, ctx, built)
+    bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
+    callbacks = [bar] + ([tracker] if tracker is not None else [])
+    holder = _HistoryHolder()
+    outcome, reason, result, error = "failed", None, None, None
+    try:
+        with threadpool_limits(limits=cfg.threads):
+            result = train(built.net, built.dataset, built.optimizer, epochs=cfg.epochs,
+                           batch_size=built.batch_size, callbacks=[holder, *callbacks],
+                           diagnostics=cfg.diagnostics, histogram_every=cfg.histogram_every,
+                           rng=built.shuffle_rng)
+        outcome = result.status
+        if result.status == "diverged":
+            reason = f"training loss not finite at epoch {result.diverged_epoch}"
+    except KeyboardInterrupt:
+        bar.close()
+        _wrap_up(cfg, ctx, built, holder.history, [], tracker, "killed",
+                 "interrupted (KeyboardInterrupt)", figures=False)
+        raise
+    except Exception as exc:  # recorded as FAILED; re-raised below for a single run
+        bar.close()
+        outcome, reason, error = "failed", f"{type(exc).__name__}: {exc}", exc
+        if ctx.multirun:  # the sweep goes on: keep the traceback in the job's log
+            log.error("run %s failed", ctx.run_name, exc_info=True)
+
+    history = result.history if result is not None else holder.history
+    histograms = result.histograms if result is not None else []
+    _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, figures=cfg.figures)
+    summary = _finish(ctx, cfg, _summary(ctx, cfg, outcome, reason, history,
+                                         tracker.run_id if tracker else None,
+                                         time.perf_counter() - tic, built.net.n_layers))
+    if not ctx.multirun:
+        if error is not None:
+            raise error
+        if outcome != "finished":
+            raise RunFailed(f"Run {ctx.run_name} {outcome}: {reason}")
+    return summary
+
+
+class _HistoryHolder:
+    """Keeps the History even when train() raises before returning it."""
+
+    history = None
+
+    def on_train_start(self, net, dataset, history) -> None:
+        self.history = history
+
+
+def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built):
+    from backprop_lab import tracking
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, ctx.base_dir)
+    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment,
+                                               cfg.tracking.artifact_location)
+    params = flatten(to_plain(cfg)) | derived_params(built)
+    tags = {
+        tracking.ROLE_TAG: "job",
+        "hydra.overrides": " ".join(ctx.overrides),
+        **{f"choice.{k}": v for k, v in ctx.choices.items()},
+        **tracking.git_tags(),
+        "backprop_lab.output_dir": str(ctx.output_dir),
+    }
+    run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
+                                 parent_run_id=ctx.parent_run_id)
+    return tracking.RunTracker(uri, run_id, log_every=cfg.tracking.log_every)
+
+
+def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, figures) -> None:
+    """Flush metrics first (the most valuable), then outputs and artifacts, then the status."""
+    import warnings
+
+    if tracker is not None:
+        try:
+            if history is not None and tracker.history is None:
+                tracker.history = history
+            tracker.flush(final=True)
+        except Exception as exc:  # keep going: the outputs still matter
+            warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
+    tic = time.perf_counter()
+    try:
+        save_outputs(cfg, built, history, histograms, ctx.output_dir, figures=figures,
+                     title=ctx.run_name)
+    except Exception as exc:
+        warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
+    if tracker is None:
+        return
+    try:
+        if cfg.tracking.log_artifacts:
+            tracker.log_artifacts(_artifact_specs(ctx.output_dir))
+        artifacts_seconds = time.perf_counter() - tic
+        tracker.client.set_tag(tracker.run_id, "backprop_lab.seconds.metric_logging",
+                               f"{tracker.seconds_logging:.3f}")
+        tracker.client.set_tag(tracker.run_id, "backprop_lab.seconds.outputs",
+                               f"{artifacts_seconds:.3f}")
+    finally:
+        tracker.end(outcome, reason)
+
+
+def task(cfg: DictConfig) -> dict:
+    """Hydra's task function (module level, so launcher workers can import it)."""
+    return train_and_track(cfg)
+
+
+def main() -> None:
+    """Entry point of ``train.py`` and the ``backprop-train`` console script."""
+    import hydra
+
+    register_configs()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()

@@ -1,0 +1,246 @@
+"""The configuration schema (Hydra structured configs) and the checks Hydra cannot make.
+
+The dataclasses below are registered in Hydra's ConfigStore as schemas; the YAML files in
+``conf/`` fill them in (each group file starts with ``defaults: [<schema>, _self_]``). A typo in
+a key or a value of the wrong type therefore fails at composition with Hydra's own message, and
+names (activation, init, output, rng, dtype) are Enums so a bad one lists the valid choices.
+What types cannot express (lr > 0, positive widths, a data set the engine knows) is checked by
+:func:`validate`, which the harness runs on every job's config before any MLflow run exists.
+
+Experiments live in ``<repo>/experiments/`` (not under ``conf/``): :func:`register_configs`
+stores each file there in the ``experiment`` group, so ``experiment=NAME`` works from any
+working directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from backprop_lab.activations import ACTIVATIONS
+from backprop_lab.initializers import INIT_CHOICES
+from backprop_lab.losses import OUTPUTS
+
+# src/backprop_lab/config.py -> the repository root; BACKPROP_LAB_ROOT points elsewhere.
+REPO_ROOT = Path(os.environ.get("BACKPROP_LAB_ROOT") or Path(__file__).resolve().parents[2])
+CONF_DIR = REPO_ROOT / "conf"
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+
+# Enums built from the engine's registries: adding an activation to activations.ACTIVATIONS
+# makes it a valid `activation=` value with nothing to edit here.
+Activation = Enum("Activation", {name: name for name in ACTIVATIONS}, module=__name__)
+Init = Enum("Init", {name: name for name in INIT_CHOICES}, module=__name__)
+Output = Enum("Output", {"auto": "auto", **{name: name for name in OUTPUTS}}, module=__name__)
+
+
+class RandomStream(Enum):
+    """``generator``: np.random.default_rng(seed) with separate child streams for data, weights
+    and shuffling. ``legacy``: one RandomState(seed), data drawn first, then weights (as the
+    reference notebook's ``np.random.seed(42)``)."""
+
+    generator = "generator"
+    legacy = "legacy"
+
+
+class DType(Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    n_samples: int | None = None  # None: the data set's own size (per class for spiral)
+    noise: float | None = None  # None: the data set's own default
+    val_fraction: float = 0.2  # held out for val/* metrics; 0 trains on everything
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    init: Init = Init.auto  # auto: he for relu/leaky_relu, lecun otherwise (the notebook's rule)
+    output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [16, 8])
+
+
+@dataclass
+class DeepConfig(ModelConfig):
+    """``depth`` hidden layers of ``width`` units each: the knob of vanishing-gradient studies."""
+
+    name: str = "deep"
+    depth: int = 5
+    width: int = 32
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.01
+    batch_size: int | None = None  # None: full batch
+    weight_decay: float = 0.0
+
+
+@dataclass
+class MomentumConfig(OptimizerConfig):
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    # None: $MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlflow.db. Relative SQLite paths
+    # are resolved against the directory the command was started from.
+    uri: str | None = None
+    experiment: str = "backprop-lab"
+    # None: <store folder>/mlartifacts for SQLite; the server's choice over HTTP.
+    artifact_location: str | None = None
+    log_every: int = 1  # MLflow gets every n-th epoch (and the last); history.csv has them all
+    log_artifacts: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    activation: Activation = Activation.tanh
+    seed: int = 42
+    epochs: int = 1000
+    rng: RandomStream = RandomStream.generator
+    dtype: DType = DType.float64
+    threads: int | None = 1  # BLAS threads per job (threadpoolctl); None leaves BLAS alone
+    diagnostics: bool = True  # per-layer gradient/activation statistics every epoch
+    histogram_every: int = 100  # weight/grad/activation histograms every n epochs; 0 = none
+    progress: bool = True  # tqdm bar per run
+    figures: bool = True  # curves and decision boundary (2-D data) in the run's folder
+
+
+# Schemas live under schema/ (not in the groups themselves, so `--help` and Hydra's "available
+# options" list only real choices); every group file starts with
+# `defaults: [/schema/<name>@_here_, _self_]`.
+SCHEMAS: dict[str, type] = {
+    "config": Config,
+    "dataset": DatasetConfig,
+    "mlp": MLPConfig,
+    "deep": DeepConfig,
+    "optimizer": OptimizerConfig,
+    "momentum": MomentumConfig,
+    "adam": AdamConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> None:
+    """Store the schemas and the experiment files in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        cs.store(group="schema", name=name, node=node)
+    for path in sorted(Path(experiments_dir).glob("*.yaml")):
+        # Every experiment is a `# @package _global_` override file; stored under that package.
+        cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+class ConfigError(ValueError):
+    """A config value that composes but makes no sense (e.g. a negative learning rate)."""
+
+
+def hidden_sizes(model: DictConfig | Any) -> list[int]:
+    """The hidden widths of either model group: ``model.hidden`` or ``depth`` x ``width``."""
+    if "hidden" in model:
+        return [int(w) for w in model.hidden]
+    return [int(model.width)] * int(model.depth)
+
+
+def _name(value: Any) -> str:
+    return value.name if isinstance(value, Enum) else str(value)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming every bad value of a composed config and what is allowed."""
+    from backprop_lab.datasets import DATASETS
+
+    errors: list[str] = []
+
+    def check(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            value = OmegaConf.select(cfg, key)
+            if isinstance(value, ListConfig):
+                value = OmegaConf.to_container(value)
+            errors.append(f"{key}={_name(value)!s}: {allowed}")
+
+    def positive(x: Any) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+    check(cfg.dataset.name in DATASETS, "dataset.name", f"valid choices: {', '.join(DATASETS)}")
+    n = cfg.dataset.n_samples
+    check(n is None or n >= 1, "dataset.n_samples", "must be a positive integer (or null)")
+    noise = cfg.dataset.noise
+    check(noise is None or (math.isfinite(noise) and noise >= 0), "dataset.noise",
+          "must be >= 0 (or null)")
+    check(0 <= cfg.dataset.val_fraction < 1, "dataset.val_fraction", "must be in [0, 1)")
+    if "hidden" in cfg.model:
+        check(all(w >= 1 for w in cfg.model.hidden), "model.hidden",
+              "every width must be a positive integer, e.g. [16, 8]")
+    else:
+        check(cfg.model.depth >= 1, "model.depth", "must be a positive integer")
+        check(cfg.model.width >= 1, "model.width", "must be a positive integer")
+    check(positive(cfg.optimizer.lr), "optimizer.lr", "must be a positive number, e.g. 0.5")
+    bs = cfg.optimizer.batch_size
+    check(bs is None or bs >= 1, "optimizer.batch_size",
+          "must be a positive integer, or null for full batch")
+    check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    for key in ("momentum", "beta1", "beta2"):
+        if key in cfg.optimizer:
+            check(0 <= cfg.optimizer[key] < 1, f"optimizer.{key}", "must be in [0, 1)")
+    if "eps" in cfg.optimizer:
+        check(positive(cfg.optimizer.eps), "optimizer.eps", "must be a positive number")
+    check(cfg.epochs >= 1, "epochs", "must be a positive integer")
+    check(cfg.threads is None or cfg.threads >= 1, "threads",
+          "must be a positive integer (or null to leave BLAS alone)")
+    check(cfg.histogram_every >= 0, "histogram_every", "must be >= 0 (0 = no histograms)")
+    check(cfg.tracking.log_every >= 1, "tracking.log_every", "must be a positive integer")
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain Python (enums as names, interpolations resolved)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts/lists with dots: {"model": {"hidden": [16, 8]}} -> model.hidden.0."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    if not out and prefix:
+        out[prefix] = "[]" if isinstance(tree, list | tuple) else "{}"
+    return out

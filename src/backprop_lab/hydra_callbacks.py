@@ -1,0 +1,261 @@
+"""The Hydra callback that runs in the launching process, around all jobs.
+
+- ``on_run_start`` / ``on_multirun_start``: compose and check every job's config (a bad value
+  exits non-zero here, before any MLflow run exists), then create and migrate the MLflow store
+  and the experiment once (parallel workers migrating a new SQLite file at once crash), and for a
+  multirun open the sweep's parent run and hand its id to the jobs.
+- ``on_multirun_end``: a table of the sweep's runs, the command that opens the MLflow UI, the
+  parent run's outcome, and a non-zero exit status if any job failed or diverged.
+
+Hydra turns exceptions raised in callbacks into warnings, so failures here exit explicitly
+(SystemExit) after printing the reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from backprop_lab.job_context import (
+    ENV_PARENT_RUN_ID,
+    ENV_SWEEP_ID,
+    ENV_SWEPT_KEYS,
+    GROUPS,
+    split_override,
+)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    """Hydra's message for a composition error, with OmegaConf's cause (as Hydra prints it)."""
+    text = str(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text:
+        text += f"\n{cause}"
+    return text
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The job's own config, without the ``hydra`` node."""
+    cfg = copy.deepcopy(config)
+    with read_write(cfg), open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
+    """(every job's overrides, swept keys) as the basic sweeper will expand them.
+
+    None for other sweepers (their jobs are only known while they run).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    loader = GlobalHydra.instance().hydra.config_loader
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(overrides, None)
+    jobs = [list(job) for batch in batches for job in batch]
+    # Swept = takes more than one value across the jobs (a command-line `seed=0` replaces a
+    # sweep of seeds in the experiment's hydra.sweeper.params).
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job:
+            key, value = split_override(override)
+            values.setdefault(key, set()).add(value)
+    swept = [key for key, seen in values.items() if len(seen) > 1]
+    return jobs, swept
+
+
+def check_job(cfg: DictConfig, label: str = "") -> None:
+    """Exit non-zero, naming the bad value, if the job's data set, network or optimizer cannot
+    be built from ``cfg``."""
+    from backprop_lab.app import build
+    from backprop_lab.config import ConfigError
+
+    try:
+        build(cfg)
+    except (ConfigError, ValueError) as exc:
+        _fail(f"{label}Invalid config: {exc}")
+
+
+class TrackingCallback(Callback):
+    """See the module docstring. Registered in conf/config.yaml under ``hydra.callbacks``."""
+
+    def __init__(self) -> None:
+        self.uri: str | None = None
+        self.parent_run_id: str | None = None
+        self.sweep_id: str | None = None
+        self.n_jobs = 0
+
+    # -- single run -------------------------------------------------------------------------
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        cfg = task_config(config)
+        check_job(cfg)
+        if cfg.tracking.enabled:
+            self._prepare_store(cfg, config.hydra.runtime.cwd)
+
+    # -- multirun ---------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        expanded = sweep_jobs(config)
+        if expanded is None:
+            jobs, swept = [], []
+            job_cfgs = [task_config(config)]
+        else:
+            jobs, swept = expanded
+            loader = GlobalHydra.instance().hydra.config_loader
+            job_cfgs = []
+            for num, overrides in enumerate(jobs):
+                label = f"job {num} ({' '.join(overrides)}): "
+                try:
+                    job_config = loader.load_sweep_config(master_config=config,
+                                                          sweep_overrides=overrides)
+                except Exception as exc:  # Hydra's composition errors
+                    _fail(label + _describe(exc))
+                job_cfgs.append(task_config(job_config))
+        for num, cfg in enumerate(job_cfgs):
+            check_job(cfg, f"job {num} ({' '.join(jobs[num])}): " if jobs else "")
+        self.n_jobs = len(jobs)
+        self.sweep_id = uuid.uuid4().hex
+        os.environ[ENV_SWEEP_ID] = self.sweep_id
+        os.environ[ENV_SWEPT_KEYS] = json.dumps(swept)
+        print(f"Sweep of {self.n_jobs or 'an unknown number of'} jobs"
+              + (f" over {', '.join(swept)}" if swept else ""), flush=True)
+
+        first = job_cfgs[0]
+        if not first.tracking.enabled:
+            return
+        from backprop_lab import tracking
+
+        experiment_id = self._prepare_store(first, config.hydra.runtime.cwd)
+        choices = config.hydra.runtime.choices
+        experiment = choices.get("experiment")
+        cli = list(config.hydra.overrides.task)
+        swept_cli = [o for o in cli if split_override(o)[0] in swept]
+        name = experiment or ("sweep " + " ".join(swept_cli) if swept_cli else "sweep")
+        tags = {
+            tracking.ROLE_TAG: "sweep",
+            "hydra.overrides": " ".join(cli),
+            "backprop_lab.n_jobs": str(self.n_jobs),
+            "backprop_lab.swept_keys": ",".join(swept),
+            "backprop_lab.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+            **{f"choice.{k}": str(v) for k, v in choices.items() if k in GROUPS and v},
+            **tracking.git_tags(),
+        }
+        self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
+        os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
+        atexit.register(self._end_parent_if_open)
+        print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from backprop_lab.progress import runs_table
+
+        summaries = collect_summaries(Path(config.hydra.sweep.dir), self.sweep_id)
+        failed = [s for s in summaries if s["outcome"] != "finished"]
+        missing = max(0, self.n_jobs - len(summaries))
+        print()
+        if summaries:
+            print(runs_table(summaries))
+        if self.uri:
+            from backprop_lab.tracking import ui_command
+
+            print(f"\nMLflow store: {self.uri}\nOpen the UI:  {ui_command(self.uri)}")
+        problems = len(failed) + missing
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if summaries:
+            write_runs_csv(summaries, sweep_dir / "runs.csv")
+        if self.parent_run_id:
+            from backprop_lab.tracking import client_for, end_run
+
+            client = client_for(self.uri)
+            for name in ("runs.csv", "multirun.yaml"):  # the sweep's table and config
+                if (sweep_dir / name).exists():
+                    client.log_artifact(self.parent_run_id, str(sweep_dir / name))
+            total = self.n_jobs or len(summaries)
+            reason = f"{problems} of {total} jobs failed" if problems else None
+            end_run(self.uri, self.parent_run_id, "failed" if problems else "finished", reason,
+                    extra_tags={"backprop_lab.n_failed": str(problems)})
+            self.parent_run_id = None
+        for key in (ENV_SWEEP_ID, ENV_PARENT_RUN_ID, ENV_SWEPT_KEYS):
+            os.environ.pop(key, None)
+        if problems:
+            lines = [f"  {s['run_name']}: {s['outcome']} ({s.get('failure_reason')})"
+                     for s in failed]
+            if missing:
+                lines.append(f"  {missing} job(s) left no result")
+            sys.stderr.write(f"\n{problems} of {self.n_jobs or len(summaries)} jobs did not "
+                             "finish:\n" + "\n".join(lines) + "\n")
+            sys.stderr.flush()
+            raise SystemExit(1)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _prepare_store(self, cfg: DictConfig, base_dir: str) -> str:
+        from backprop_lab import tracking
+
+        self.uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base_dir)
+        try:
+            return tracking.ensure_experiment(self.uri, cfg.tracking.experiment,
+                                              cfg.tracking.artifact_location)
+        except Exception as exc:
+            _fail(f"cannot open the MLflow store {self.uri}: {exc}")
+            raise  # unreachable; keeps type checkers quiet
+
+    def _end_parent_if_open(self) -> None:
+        """At exit after Ctrl-C or a crash, the sweep's parent run is KILLED, not left RUNNING."""
+        if self.parent_run_id and self.uri:
+            from backprop_lab.tracking import end_run
+
+            try:
+                end_run(self.uri, self.parent_run_id, "killed", "the sweep was interrupted")
+            except Exception:  # nothing more to do at exit
+                pass
+            self.parent_run_id = None
+
+
+def write_runs_csv(summaries: list[dict], path: Path) -> None:
+    """The sweep's table, one row a job, every field of its summary.json."""
+    import csv
+
+    fields = list(dict.fromkeys(k for s in summaries for k in s))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({k: (" ".join(v) if isinstance(v, list) else v) for k, v in s.items()}
+                         for s in summaries)
+
+
+def collect_summaries(sweep_dir: Path, sweep_id: str | None) -> list[dict]:
+    """The summary.json of every job of this sweep (job order), from the sweep folder."""
+    from backprop_lab.app import SUMMARY_FILE
+
+    found = []
+    for path in sweep_dir.glob(f"**/{SUMMARY_FILE}"):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if sweep_id is None or summary.get("sweep_id") == sweep_id:
+            found.append(summary)
+    return sorted(found, key=lambda s: s.get("job_num", 0))
+

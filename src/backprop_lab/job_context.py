@@ -1,0 +1,103 @@
+"""What a job knows about itself: its folder, its overrides, its name, its sweep.
+
+The launching process (hydra_callbacks.TrackingCallback) passes the sweep's facts to every job
+through environment variables, which both Hydra's basic launcher (same process) and the joblib
+launcher (worker processes started after on_multirun_start) see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+ENV_SWEEP_ID = "BACKPROP_LAB_SWEEP_ID"
+ENV_PARENT_RUN_ID = "BACKPROP_LAB_PARENT_RUN_ID"
+ENV_SWEPT_KEYS = "BACKPROP_LAB_SWEPT_KEYS"
+
+GROUPS = ("dataset", "model", "optimizer", "tracking", "experiment")
+# Keys that say how a run is recorded or shown, not what it trains: left out of run names.
+NOT_IN_NAMES = ("hydra", "tracking", "progress", "figures", "threads", "experiment")
+
+
+def split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~").strip(), value.strip()
+
+
+def _short(key: str, value: str) -> str:
+    value = value.replace(" ", "").strip("'\"")
+    if key == "activation" or key in GROUPS:
+        return value
+    last = key.rsplit(".", 1)[-1]
+    try:
+        float(value)
+    except ValueError:
+        return f"{last}={value}"
+    return f"{last}{value}"  # depth10, seed1, lr0.1
+
+
+def run_name(overrides: list[str], keys: list[str] | None = None, fallback: str = "run") -> str:
+    """A run name that says what differs, e.g. ``tanh-depth10-seed1``.
+
+    ``keys``: the swept keys, in sweep order (None: every override that changes training).
+    """
+    pairs = dict(split_override(o) for o in overrides)
+    if keys is None:
+        keys = [k for k in pairs if k.split(".")[0] not in NOT_IN_NAMES]
+    parts = [_short(k, pairs[k]) for k in keys if k in pairs]
+    return "-".join(parts) or fallback
+
+
+@dataclass
+class JobContext:
+    output_dir: Path
+    base_dir: Path  # where the command was started (relative paths resolve against it)
+    multirun: bool = False
+    job_num: int = 0
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)
+    run_name: str = "run"
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    show_progress: bool = True
+
+    @classmethod
+    def current(cls, cfg: DictConfig) -> JobContext:
+        """The context of the running Hydra job (or of a plain call outside Hydra)."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        fallback = f"{cfg.activation.name}-{cfg.dataset.name}"
+        if not HydraConfig.initialized():
+            return cls(output_dir=Path.cwd(), base_dir=Path.cwd(), run_name=fallback)
+        hc = HydraConfig.get()
+        overrides = list(hc.overrides.task)
+        choices = {k: str(v) for k, v in hc.runtime.choices.items()
+                   if k in GROUPS and v is not None}
+        multirun = hc.mode == RunMode.MULTIRUN
+        keys = None
+        if multirun and os.environ.get(ENV_SWEPT_KEYS):
+            keys = json.loads(os.environ[ENV_SWEPT_KEYS])
+        if "experiment" in choices:
+            fallback = choices["experiment"]
+        name = run_name(overrides, keys, fallback)
+        if keys is None and "experiment" in choices and name != fallback:
+            name = f"{choices['experiment']}-{name}"
+        launcher = str(hc.launcher.get("_target_", ""))
+        return cls(
+            output_dir=Path(hc.runtime.output_dir),
+            base_dir=Path(hc.runtime.cwd),
+            multirun=multirun,
+            job_num=int(hc.job.get("num", 0) or 0),
+            overrides=overrides,
+            choices=choices,
+            run_name=name,
+            sweep_id=os.environ.get(ENV_SWEEP_ID) if multirun else None,
+            parent_run_id=os.environ.get(ENV_PARENT_RUN_ID) if multirun else None,
+            # Bars of parallel workers would overwrite each other: summaries only.
+            show_progress=not multirun or launcher.endswith("BasicLauncher"),
+        )

@@ -1,0 +1,55 @@
+"""Shared fixtures: run the real CLI (`python train.py ...`) into a store in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN = REPO_ROOT / "train.py"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", HYDRA_FULL_ERROR="0")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A tracking URI of a SQLite file that does not exist yet."""
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path):
+    """Run train.py from ``tmp_path`` (never the repo) with Hydra's folders inside it."""
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 300,
+            **env: str) -> subprocess.CompletedProcess:
+        folders = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        return subprocess.run(
+            [sys.executable, str(TRAIN), *args, *folders],
+            cwd=cwd or tmp_path, env=cli_env(**env), capture_output=True, text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def client_for():
+    def make(uri: str):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=uri)
+
+    return make

@@ -1,0 +1,148 @@
+"""The harness's small pieces, without a subprocess: URI resolution, run names, flattening, and
+the tracker's buffering (batches of at most 1000 values, every value exactly once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backprop_lab import tracking
+from backprop_lab.config import REPO_ROOT, flatten
+from backprop_lab.history import History
+from backprop_lab.job_context import run_name
+from backprop_lab.progress import grad_ratio, runs_table
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        (None, f"sqlite:///{REPO_ROOT / 'mlflow.db'}"),
+        ("sqlite:///rel/x.db", "sqlite:////base/rel/x.db"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("runs.db", "sqlite:////base/runs.db"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ],
+)
+def test_tracking_uri_is_made_absolute(monkeypatch, uri, expected) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_tracking_uri(uri, Path("/base")) == expected
+
+
+def test_tracking_uri_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert tracking.resolve_tracking_uri(None, Path("/base")) == "sqlite:////base/env.db"
+    assert tracking.resolve_tracking_uri("sqlite:///cfg.db", Path("/b")) == "sqlite:////b/cfg.db"
+
+
+def test_artifacts_go_beside_the_store_never_to_mlruns() -> None:
+    assert tracking.default_artifact_location("sqlite:////data/s/mlflow.db") == \
+        "file:///data/s/mlartifacts"
+    assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
+    assert tracking.ui_command("sqlite:////d/m.db") == \
+        "mlflow ui --backend-store-uri sqlite:////d/m.db --host 127.0.0.1"
+
+
+def test_run_names_say_what_differs() -> None:
+    overrides = ["activation=tanh", "model.depth=10", "seed=1", "epochs=5"]
+    assert run_name(overrides, ["activation", "model.depth", "seed"]) == "tanh-depth10-seed1"
+    assert run_name(["optimizer=adam", "model.init=he"], None) == "adam-init=he"
+    assert run_name(["tracking.uri=x", "hydra.run.dir=y"], None, "fallback") == "fallback"
+
+
+def test_flatten_lists_with_dots() -> None:
+    assert flatten({"model": {"hidden": [16, 8], "init": "auto"}, "seed": 1}) == {
+        "model.hidden.0": 16, "model.hidden.1": 8, "model.init": "auto", "seed": 1}
+
+
+def test_grad_ratio_and_table() -> None:
+    final = {"grad_norm/layer_1": 0.001, "grad_norm/layer_3": 0.1}
+    assert grad_ratio(final, 3) == pytest.approx(0.01)
+    assert np.isnan(grad_ratio({}, 3))
+    table = runs_table([{"run_name": "tanh", "activation": "tanh", "outcome": "finished",
+                         "train_loss": 0.1, "grad_ratio": 0.01}])
+    assert table.splitlines()[0].split()[:3] == ["run", "activation", "outcome"]
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.calls: list[list] = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None) -> None:
+        assert len(metrics) <= 1000 and len(params) <= 100 and len(tags) <= 100
+        self.calls.append(list(metrics))
+
+
+def filled_history(rows: int, n_layers: int = 3) -> History:
+    history = History(rows, n_layers, has_val=True, diagnostics=True)
+    for values in history.scalars.values():
+        values[:] = np.arange(rows)
+    for values in history.layers.values():
+        values[:] = np.arange(rows)[:, None]
+    return history
+
+
+@pytest.mark.parametrize("log_every", [1, 7])
+def test_tracker_buffers_batches_and_logs_every_value_once(monkeypatch, log_every) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr(tracking, "client_for", lambda uri: fake)
+    rows = 101
+    history = filled_history(rows)
+    tracker = tracking.RunTracker("sqlite:////x.db", "run", log_every=log_every)
+    tracker.on_train_start(None, None, history)
+    for epoch in range(rows):  # rows complete one by one, as in training
+        history.n_rows = epoch + 1
+        tracker.on_epoch_end(epoch, history)
+    calls_during_training = len(fake.calls)
+    tracker.flush(final=True)
+    logged = [m for call in fake.calls for m in call]
+    steps = sorted({m.step for m in logged})
+    expected = sorted(set(range(0, rows, log_every)) | {rows - 1})  # the last row always
+    assert steps == expected
+    n_metrics = len(history.metric_names())
+    assert len(logged) == len(expected) * n_metrics  # no value twice
+    assert all(m.value == m.step for m in logged)
+    assert calls_during_training >= 1 if log_every == 1 else True  # flushed while training
+    assert tracker.flush(final=True) == 0  # nothing left
+
+
+def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypatch) -> None:
+    """In a multirun a job's exception is recorded (run FAILED, reason tag, metrics kept) and
+    returned as the job's outcome instead of stopping the sweep."""
+    from hydra import compose, initialize_config_dir
+    from mlflow.tracking import MlflowClient
+
+    from backprop_lab import app, training
+    from backprop_lab.config import CONF_DIR, register_configs
+    from backprop_lab.job_context import JobContext
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["epochs=50", f"tracking.uri={uri}", "figures=false",
+                                           "progress=false"])
+    ctx = JobContext(output_dir=tmp_path / "job", base_dir=tmp_path, multirun=True,
+                     run_name="boom")
+    monkeypatch.setattr(JobContext, "current", classmethod(lambda cls, cfg: ctx))
+
+    class Boom:
+        def on_epoch_end(self, epoch, history):
+            if epoch == 20:
+                raise RuntimeError("boom")
+
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, callbacks=(), **k: real_train(
+        *a, callbacks=[*callbacks, Boom()], **k))
+
+    summary = app.train_and_track(cfg)
+    assert summary["outcome"] == "failed"
+    assert summary["failure_reason"] == "RuntimeError: boom"
+    client = MlflowClient(uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["backprop_lab.failure_reason"] == "RuntimeError: boom"
+    assert run.data.tags["backprop_lab.outcome"] == "failed"
+    logged = client.get_metric_history(run.info.run_id, "train/loss")
+    saved = (tmp_path / "job" / "history.csv").read_text().splitlines()
+    assert len(logged) == len(saved) - 1 > 20  # everything recorded was flushed and saved

@@ -1,0 +1,22 @@
+"""Train one network, or sweep many, with Hydra configs and MLflow tracking.
+
+    python train.py                                  # the reference notebook's network
+    python train.py -m activation=sigmoid,tanh,relu  # one MLflow parent run, three children
+    python train.py -m experiment=vanishing_gradients
+    python train.py --help                           # every config group and key
+
+Configs: conf/ (groups) and experiments/ (named studies). All the work happens in
+backprop_lab.app.main, also installed as the `backprop-train` console script.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    from backprop_lab.app import main
+except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+    from backprop_lab.app import main
+
+if __name__ == "__main__":
+    main()
