@@ -11,11 +11,12 @@ delta (n_l, m) and activations a (n_l, m) on the probe batch of m samples:
 - ``saturation`` = fraction of (unit, sample) pairs with f'(z) < 0.05 max f' (for relu: z <= 0)
 - ``dead_fraction`` = fraction of units saturated in that sense on every probe sample
 
-Cost: each epoch reduces the probe pass to per-unit sums with a few whole-array operations while
-its buffers are still in cache (sums and sums of squares as matrix products, saturated samples
-counted as packed bits) and copies the flat weight and gradient vectors into small ring buffers.
-Every K epochs the per-layer statistics of all K epochs are formed at once, so the per-epoch
-Python overhead does not grow with depth.
+Cost: each epoch reduces the probe pass to per-unit sums with three whole-array operations while
+its buffers are still in cache (sums of squares of errors and activations in one ``vecdot``, the
+derivatives turned into 0/1 saturation indicators in place, sums of activations and indicators
+in one matrix-vector product) and copies the flat weight and gradient vectors into small ring
+buffers. Every K epochs the per-layer statistics of all K epochs are formed at once, so the
+per-epoch Python overhead does not grow with depth.
 """
 
 from __future__ import annotations
@@ -45,22 +46,20 @@ class Histogram:
 class DiagnosticsRecorder:
     """Per-epoch per-unit sums in small ring buffers, reduced per layer in blocks of K epochs."""
 
-    def __init__(self, net: MLP, m: int, ring_bytes: int = 4 << 20, max_slots: int = 64) -> None:
+    def __init__(self, net: MLP, m: int, ring_bytes: int = 4 << 20, max_slots: int = 256) -> None:
         self.net = net
         self.m = m
         U, P, nw = net.n_units, net.n_params, net.n_weights
-        row_bytes = 8 * (4 * U + P + 2 * nw)
+        row_bytes = 8 * (4 * U + P + nw)
         K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
         self.K = K
-        self.act_sum = np.empty((K, U), dtype=net.dtype)
-        self.squares = np.empty((K, 2 * U), dtype=net.dtype)  # sum of a^2 | sum of delta^2
-        self.saturated = np.empty((K, U), dtype=np.int64)
+        # Per unit: sum of delta^2 | sum of a^2, and sum of a | number of saturated samples.
+        self.squares = np.empty((K, 2 * U), dtype=net.dtype)
+        self.sums = np.empty((K, 2 * U), dtype=net.dtype)
         self.params = np.empty((K, nw), dtype=net.dtype)
         self.grads = np.empty((K, P), dtype=net.dtype)
-        self.updates = np.empty((K, nw), dtype=net.dtype)
         self.updated = np.zeros(K, dtype=bool)
         self.epochs: list[int] = []
-        self.mask = np.empty((U, m), dtype=bool)
         self.ones = np.ones(m, dtype=net.dtype)
         # Saturation: f'(z) < 5% of max f'. The output rows of F are rescaled to the hidden
         # activation's maximum so that one scalar comparison covers every layer.
@@ -80,13 +79,11 @@ class DiagnosticsRecorder:
         F_out = net.head.derivative(ws.A[self.output_rows], out=ws.F[self.output_rows])
         if self.output_scale != 1.0:
             F_out *= self.output_scale
-        np.matmul(ws.A, self.ones, out=self.act_sum[i])
-        np.matmul(ws.AD[:, None, :], ws.AD[:, :, None], out=self.squares[i].reshape(-1, 1, 1))
-        np.less(ws.F, self.threshold, out=self.mask)
-        # Count saturated samples per unit as packed bits: numpy's fastest count along an axis.
-        np.bitwise_count(np.packbits(self.mask, axis=-1)).sum(
-            axis=-1, dtype=np.int64, out=self.saturated[i]
-        )
+        U = net.n_units
+        DA, AF = ws.DAF[: 2 * U], ws.DAF[U:]
+        np.vecdot(DA, DA, out=self.squares[i])
+        np.less(ws.F, self.threshold, out=ws.F)  # F becomes the 0/1 saturation indicator
+        np.matmul(AF, self.ones, out=self.sums[i])
         self.params[i] = net.params[: net.n_weights]
         self.grads[i] = net.grads
         self.updated[i] = False
@@ -94,11 +91,12 @@ class DiagnosticsRecorder:
         self.last_workspace = ws
 
     def record_update(self) -> None:
-        """Record W_after - W_before of the epoch whose probe pass was captured last."""
-        i = len(self.epochs) - 1
-        nw = self.net.n_weights
-        np.subtract(self.net.params[:nw], self.params[i], out=self.updates[i])
-        self.updated[i] = True
+        """Mark that the epoch whose probe pass was captured last has applied its updates.
+
+        W_after - W_before is formed at the flush, from the next captured weights (or the current
+        ones), so nothing is copied here.
+        """
+        self.updated[len(self.epochs) - 1] = True
 
     @property
     def full(self) -> bool:
@@ -123,12 +121,12 @@ class DiagnosticsRecorder:
         def per_layer(per_unit: np.ndarray) -> np.ndarray:  # (k, U) -> (k, L), float64
             return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
 
-        act_mean = per_layer(self.act_sum[:k]) / count
-        act_sq = per_layer(self.squares[:k, :U]) / count
+        act_mean = per_layer(self.sums[:k, :U]) / count
+        act_sq = per_layer(self.squares[:k, U:]) / count
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
         delta_mean = per_layer(self.grads[:k, nw:]) * (m / count)
-        delta_sq = per_layer(self.squares[:k, U:]) / count
-        saturated = self.saturated[:k]
+        delta_sq = per_layer(self.squares[:k, :U]) / count
+        saturated = self.sums[:k, U:]
 
         def layer_norms(flat: np.ndarray) -> np.ndarray:  # (k, n_weights) -> (k, L)
             return np.sqrt(
@@ -137,7 +135,10 @@ class DiagnosticsRecorder:
 
         weight_norm = layer_norms(self.params[:k])
         grad_norm = layer_norms(self.grads[:k, :nw])
-        update_ratio = layer_norms(self.updates[:k]) / weight_norm
+        # The weights after epoch j are the weights captured at the start of epoch j + 1; after
+        # the block's last epoch they are the network's current weights.
+        after = np.concatenate([self.params[1:k], self.net.params[None, :nw]])
+        update_ratio = layer_norms(after - self.params[:k]) / weight_norm
         update_ratio[~self.updated[:k]] = np.nan  # no update follows the last row
 
         out = history.layers
@@ -149,7 +150,7 @@ class DiagnosticsRecorder:
         out["act_std"][rows] = np.sqrt(np.maximum(act_sq - act_mean**2, 0.0))
         out["delta_std"][rows] = np.sqrt(np.maximum(delta_sq - delta_mean**2, 0.0))
         out["saturation"][rows] = per_layer(saturated) / count
-        out["dead_fraction"][rows] = per_layer(saturated == m) / self.widths
+        out["dead_fraction"][rows] = per_layer(saturated >= m - 0.5) / self.widths
         self.epochs.clear()
         history.n_rows = first + k
         return range(first, first + k)

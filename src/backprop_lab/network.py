@@ -35,20 +35,22 @@ class Workspace:
     """Buffers of one forward/backward pass over m samples.
 
     Attributes (U = total units of all layers, k = outputs):
+        D: (U, m) per-sample errors delta^1..delta^L stacked
         A: (U, m) activations a^1..a^L stacked (the last k rows are the output p)
-        D: (U, m) per-sample errors delta^1..delta^L; A and D are the two halves of one
-           (2U, m) buffer ``AD``, so statistics of both take a single array operation
-        F: (U, m) derivatives f'(z^l) (hidden rows: filled by backward; output rows: by
-           :meth:`MLP.output_derivative`)
+        F: (U, m) derivatives f'(z^l) (hidden rows: filled by backward; output rows: by the
+           diagnostics, which then overwrite F with 0/1 saturation indicators)
+        DAF: the (3U, m) buffer whose consecutive thirds are D, A and F, so that statistics of
+           several of them take a single array operation
         z_out: (k, m) output logits z^L
         X: (d, m) the input of the last forward pass (not copied)
     """
 
     def __init__(self, n_units: int, n_out: int, m: int, dtype: np.dtype) -> None:
         self.m = m
-        self.AD = np.empty((2 * n_units, m), dtype=dtype)
-        self.A, self.D = self.AD[:n_units], self.AD[n_units:]
-        self.F = np.empty((n_units, m), dtype=dtype)
+        self.DAF = np.empty((3 * n_units, m), dtype=dtype)
+        self.D = self.DAF[:n_units]
+        self.A = self.DAF[n_units : 2 * n_units]
+        self.F = self.DAF[2 * n_units :]
         self.z_out = np.empty((n_out, m), dtype=dtype)
         self.X: Array | None = None
 
