@@ -77,18 +77,26 @@ def manual_diagnostics(net: MLP, X: np.ndarray, Y: np.ndarray) -> dict[str, list
     return out
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "lean"])
 @pytest.mark.parametrize(
     ("activation", "optimizer", "batch_size"),
     [("tanh", "gd", None), ("relu", "momentum", 16), ("sigmoid", "adam", 32)],
 )
-def test_every_diagnostic_matches_a_direct_computation(activation, optimizer, batch_size) -> None:
-    """150 epochs cross several ring-buffer blocks; every row is recomputed independently."""
+def test_every_diagnostic_matches_a_direct_computation(
+    activation, optimizer, batch_size, stacked, monkeypatch
+) -> None:
+    """150 epochs cross ring-buffer blocks; every row is recomputed independently. ``lean``
+    forces the memory-saving workspace (per-layer reduction during backward) that large
+    networks use."""
+    if not stacked:
+        monkeypatch.setattr("backprop_lab.network.STACK_BYTES", 0)
     data = spiral(seed=1)
     epochs = 150
     make = lambda: MLP([2, 12, 6, 1], activation, rng=np.random.default_rng(5))  # noqa: E731
     opt = lambda: make_optimizer(optimizer, lr=0.05)  # noqa: E731
     result = train(make(), data, opt(), epochs=epochs, batch_size=batch_size,
-                   rng=np.random.default_rng(9))
+                   rng=np.random.default_rng(9), histogram_every=50)
+    assert len(result.histograms) == 4 * 3 * 3  # epochs 0, 50, 100, 150 x 3 layers x 3 kinds
     layers = result.history.layers
 
     net, o, shuffle = make(), opt(), np.random.default_rng(9)

@@ -21,13 +21,16 @@ per-epoch Python overhead does not grow with depth.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from backprop_lab import network
 from backprop_lab.history import History
 from backprop_lab.network import MLP, Workspace
 
+Array = np.ndarray
 SATURATION_THRESHOLD = 0.05
 HISTOGRAM_BINS = 64
 
@@ -49,15 +52,25 @@ class DiagnosticsRecorder:
     def __init__(self, net: MLP, m: int, ring_bytes: int = 4 << 20, max_slots: int = 256) -> None:
         self.net = net
         self.m = m
-        U, P, nw = net.n_units, net.n_params, net.n_weights
-        row_bytes = 8 * (4 * U + P + nw)
+        U, P, nw, L = net.n_units, net.n_params, net.n_weights, net.n_layers
+        # Small networks: stacked workspace, whole gradient vectors copied per epoch (one call).
+        # Large ones: lean workspace, and gradient norms taken per layer at once (no copy).
+        self.stacked = 3 * U * m * net.dtype.itemsize <= network.STACK_BYTES
+        row_bytes = 8 * (4 * U + nw + (P if self.stacked else L + U))
         K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
         self.K = K
         # Per unit: sum of delta^2 | sum of a^2, and sum of a | number of saturated samples.
         self.squares = np.empty((K, 2 * U), dtype=net.dtype)
         self.sums = np.empty((K, 2 * U), dtype=net.dtype)
-        self.params = np.empty((K, nw), dtype=net.dtype)
-        self.grads = np.empty((K, P), dtype=net.dtype)
+        self.params = np.empty((K, nw), dtype=net.dtype)  # weights at the start of each epoch
+        if self.stacked:
+            self.grads = np.empty((K, P), dtype=net.dtype)
+        else:
+            self.grad_sq = np.empty((K, L))  # per layer ||dW||^2
+            self.bias_grads = np.empty((K, U), dtype=net.dtype)
+        self.weight_segments = [
+            (int(a), int(b)) for a, b in zip(net.weight_offsets[:-1], net.weight_offsets[1:])
+        ]
         self.updated = np.zeros(K, dtype=bool)
         self.epochs: list[int] = []
         self.ones = np.ones(m, dtype=net.dtype)
@@ -70,22 +83,56 @@ class DiagnosticsRecorder:
         self.weight_starts = net.weight_offsets[:-1]
         self.widths = np.diff(net.unit_offsets).astype(float)
         self.last_workspace: Workspace | None = None
+        self._output_scratch = np.empty((net.sizes[-1], m), dtype=net.dtype)
 
     # -- per epoch -----------------------------------------------------------------------------
+    def workspace(self) -> Workspace:
+        """The probe pass's workspace: stacked when it fits ``network.STACK_BYTES``."""
+        return self.net.new_workspace(self.m, stacked=self.stacked)
+
+    def backward_hook(self, ws: Workspace) -> Callable[[int, Array, Array | None], None] | None:
+        """What ``MLP.backward`` must call per layer for this workspace (lean ones only)."""
+        self._hook_ws = ws
+        return None if ws.stacked else self._on_layer
+
+    def _ws_output(self) -> Array:
+        return self._hook_ws.A[self.output_rows]
+
+    def _on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
+        """Lean workspaces: reduce layer l's error and derivative while they still exist."""
+        i, U = len(self.epochs), self.net.n_units
+        lo, hi = int(self.net.unit_offsets[l]), int(self.net.unit_offsets[l + 1])
+        np.vecdot(delta, delta, out=self.squares[i, lo:hi])
+        if fprime is None:  # the output layer: dp/dz, rescaled to the hidden maximum
+            fprime = self.net.head.derivative(self._ws_output(), out=self._output_scratch)
+            fprime *= self.output_scale
+        np.less(fprime, self.threshold, out=fprime)
+        np.matmul(fprime, self.ones, out=self.sums[i, U + lo : U + hi])
+
     def capture(self, epoch: int, ws: Workspace) -> None:
         """Reduce the probe pass in ``ws`` (after forward and backward) to per-unit sums."""
         i = len(self.epochs)
         net = self.net
-        F_out = net.head.derivative(ws.A[self.output_rows], out=ws.F[self.output_rows])
-        if self.output_scale != 1.0:
-            F_out *= self.output_scale
         U = net.n_units
-        DA, AF = ws.DAF[: 2 * U], ws.DAF[U:]
-        np.vecdot(DA, DA, out=self.squares[i])
-        np.less(ws.F, self.threshold, out=ws.F)  # F becomes the 0/1 saturation indicator
-        np.matmul(AF, self.ones, out=self.sums[i])
+        if ws.stacked:
+            F_out = net.head.derivative(ws.A[self.output_rows], out=ws.F[self.output_rows])
+            if self.output_scale != 1.0:
+                F_out *= self.output_scale
+            DA, AF = ws.DAF[: 2 * U], ws.DAF[U:]
+            np.vecdot(DA, DA, out=self.squares[i])
+            np.less(ws.F, self.threshold, out=ws.F)  # F becomes the 0/1 saturation indicator
+            np.matmul(AF, self.ones, out=self.sums[i])
+        else:  # errors and derivatives were reduced layer by layer during backward
+            np.vecdot(ws.A, ws.A, out=self.squares[i, U:])
+            np.matmul(ws.A, self.ones, out=self.sums[i, :U])
         self.params[i] = net.params[: net.n_weights]
-        self.grads[i] = net.grads
+        if self.stacked:
+            self.grads[i] = net.grads
+        else:
+            g = net.grads
+            for l, (a, b) in enumerate(self.weight_segments):
+                self.grad_sq[i, l] = np.vecdot(g[a:b], g[a:b])
+            self.bias_grads[i] = g[net.n_weights :]
         self.updated[i] = False
         self.epochs.append(epoch)
         self.last_workspace = ws
@@ -121,24 +168,31 @@ class DiagnosticsRecorder:
         def per_layer(per_unit: np.ndarray) -> np.ndarray:  # (k, U) -> (k, L), float64
             return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
 
+        bias_grads = self.grads[:k, nw:] if self.stacked else self.bias_grads[:k]
         act_mean = per_layer(self.sums[:k, :U]) / count
         act_sq = per_layer(self.squares[:k, U:]) / count
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
-        delta_mean = per_layer(self.grads[:k, nw:]) * (m / count)
+        delta_mean = per_layer(bias_grads) * (m / count)
         delta_sq = per_layer(self.squares[:k, :U]) / count
         saturated = self.sums[:k, U:]
 
-        def layer_norms(flat: np.ndarray) -> np.ndarray:  # (k, n_weights) -> (k, L)
-            return np.sqrt(
-                np.add.reduceat(np.square(flat, dtype=np.float64), self.weight_starts, axis=1)
-            )
+        def layer_sq(flat: np.ndarray) -> np.ndarray:  # (k, n_weights) -> (k, L), float64
+            squares = [np.vecdot(flat[:, a:b], flat[:, a:b]) for a, b in self.weight_segments]
+            return np.stack(squares, axis=1).astype(np.float64)
 
-        weight_norm = layer_norms(self.params[:k])
-        grad_norm = layer_norms(self.grads[:k, :nw])
+        weight_norm = np.sqrt(layer_sq(self.params[:k]))
+        grad_norm = np.sqrt(layer_sq(self.grads[:k, :nw]) if self.stacked else self.grad_sq[:k])
         # The weights after epoch j are the weights captured at the start of epoch j + 1; after
-        # the block's last epoch they are the network's current weights.
-        after = np.concatenate([self.params[1:k], self.net.params[None, :nw]])
-        update_ratio = layer_norms(after - self.params[:k]) / weight_norm
+        # the block's last epoch they are the network's current weights. One layer at a time, so
+        # the temporary is a layer's size, not the network's.
+        update_sq = np.empty_like(weight_norm)
+        for l, (a, b) in enumerate(self.weight_segments):
+            before = self.params[:k, a:b]
+            step = np.empty_like(before)
+            np.subtract(self.params[1:k, a:b], before[:-1], out=step[:-1])
+            np.subtract(self.net.params[a:b], before[-1], out=step[-1])
+            update_sq[:, l] = np.vecdot(step, step)
+        update_ratio = np.sqrt(update_sq) / weight_norm
         update_ratio[~self.updated[:k]] = np.nan  # no update follows the last row
 
         out = history.layers
@@ -156,15 +210,14 @@ class DiagnosticsRecorder:
         return range(first, first + k)
 
     def histograms(self, epoch: int) -> list[Histogram]:
-        """Histograms of weights, gradients and activations per layer of the last capture."""
-        i = len(self.epochs) - 1
+        """Histograms of weights, gradients and activations per layer of the probe pass just
+        captured (call it before the optimizer steps)."""
         net, ws = self.net, self.last_workspace
         out = []
-        for l in range(net.n_layers):
-            w0, w1 = self.weight_starts[l], net.weight_offsets[l + 1]
+        for l, (a, b) in enumerate(self.weight_segments):
             for kind, values in (
-                ("weights", self.params[i, w0:w1]),
-                ("grads", self.grads[i, w0:w1]),
+                ("weights", net.params[a:b]),
+                ("grads", net.grads[a:b]),
                 ("activations", ws.A[net.layer_rows(l)]),
             ):
                 finite = values[np.isfinite(values)]

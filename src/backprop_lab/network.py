@@ -15,12 +15,15 @@ Parameters live in one flat vector ``params`` (all weights first, layer by layer
 biases), so that an optimizer updates every parameter with a handful of vector operations;
 ``weights[l]`` and ``biases[l]`` are views into it, and ``grads`` has the same layout.
 
-Intermediate arrays are written into a :class:`Workspace`: the activations, derivatives and
-errors of all layers stacked row-wise in (U, m) buffers, U = n_1 + ... + n_L, so that per-layer
-statistics of every layer can be taken with a few array operations (see diagnostics.py).
+Intermediate arrays are written into a :class:`Workspace`: the activations of all layers stacked
+row-wise in a (U, m) buffer, U = n_1 + ... + n_L, and the errors and derivatives either stacked
+the same way (so that statistics of every layer take a few array operations, see diagnostics.py)
+or, for large passes, in per-layer scratch buffers that keep memory near the activations' size.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,28 +34,52 @@ from backprop_lab.losses import OutputHead, get_output
 Array = np.ndarray
 
 
+#: Stack every layer's errors and derivatives (3x the activations' memory) up to this size;
+#: larger passes keep only the activations and reuse per-layer scratch buffers.
+STACK_BYTES = 32 << 20
+
+
 class Workspace:
     """Buffers of one forward/backward pass over m samples.
 
-    Attributes (U = total units of all layers, k = outputs):
-        D: (U, m) per-sample errors delta^1..delta^L stacked
-        A: (U, m) activations a^1..a^L stacked (the last k rows are the output p)
-        F: (U, m) derivatives f'(z^l) (hidden rows: filled by backward; output rows: by the
-           diagnostics, which then overwrite F with 0/1 saturation indicators)
-        DAF: the (3U, m) buffer whose consecutive thirds are D, A and F, so that statistics of
-           several of them take a single array operation
-        z_out: (k, m) output logits z^L
-        X: (d, m) the input of the last forward pass (not copied)
+    The activations of all layers are stacked row-wise: ``A`` is (U, m), U = n_1 + ... + n_L,
+    layer l in rows ``MLP.layer_rows(l)`` (the output p in the last k rows). Backpropagation
+    needs them all. The per-sample errors delta^l and derivatives f'(z^l) are needed one layer at
+    a time; where they go depends on ``stacked``:
+
+    - stacked: D (U, m), A and F (U, m) are consecutive thirds of one (3U, m) buffer ``DAF``, so
+      statistics of every layer's errors, activations and derivatives take a single array
+      operation each (the diagnostics' fast path for small and medium networks);
+    - not stacked: only ``A`` is kept; errors alternate between two (max width, m) scratch
+      buffers and derivatives use a third, so memory is about the activations alone.
+
+    ``z_out`` (k, m) holds the output logits, ``X`` (d, m) the input of the last forward pass.
     """
 
-    def __init__(self, n_units: int, n_out: int, m: int, dtype: np.dtype) -> None:
+    def __init__(self, widths: list[int], m: int, dtype: np.dtype, stacked: bool) -> None:
         self.m = m
-        self.DAF = np.empty((3 * n_units, m), dtype=dtype)
-        self.D = self.DAF[:n_units]
-        self.A = self.DAF[n_units : 2 * n_units]
-        self.F = self.DAF[2 * n_units :]
-        self.z_out = np.empty((n_out, m), dtype=dtype)
+        self.stacked = stacked
+        self.offsets = np.cumsum([0, *widths])
+        U, widest = int(self.offsets[-1]), max(widths)
+        if stacked:
+            self.DAF = np.empty((3 * U, m), dtype=dtype)
+            self.D, self.A, self.F = self.DAF[:U], self.DAF[U : 2 * U], self.DAF[2 * U :]
+        else:
+            self.A = np.empty((U, m), dtype=dtype)
+            self._deltas = (np.empty((widest, m), dtype=dtype), np.empty((widest, m), dtype=dtype))
+            self._fprime = np.empty((widest, m), dtype=dtype)
+        self.z_out = np.empty((widths[-1], m), dtype=dtype)
         self.X: Array | None = None
+
+    def delta(self, l: int) -> Array:
+        """Buffer (n_l, m) for the errors of layer l (0-based)."""
+        lo, hi = int(self.offsets[l]), int(self.offsets[l + 1])
+        return self.D[lo:hi] if self.stacked else self._deltas[l % 2][: hi - lo]
+
+    def fprime(self, l: int) -> Array:
+        """Buffer (n_l, m) for the derivatives f'(z) of layer l (0-based)."""
+        lo, hi = int(self.offsets[l]), int(self.offsets[l + 1])
+        return self.F[lo:hi] if self.stacked else self._fprime[: hi - lo]
 
 
 class MLP:
@@ -123,14 +150,17 @@ class MLP:
         return slice(int(self.unit_offsets[l]), int(self.unit_offsets[l + 1]))
 
     def workspace(self, m: int) -> Workspace:
-        """A cached workspace for batches of m samples."""
+        """A cached lean (not stacked) workspace for batches of m samples."""
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = self.new_workspace(m)
+            ws = self._workspaces[m] = self.new_workspace(m, stacked=False)
         return ws
 
-    def new_workspace(self, m: int) -> Workspace:
-        return Workspace(self.n_units, self.sizes[-1], m, self.dtype)
+    def new_workspace(self, m: int, stacked: bool | None = True) -> Workspace:
+        """A workspace for m samples; ``stacked=None`` stacks when 3 U m values fit STACK_BYTES."""
+        if stacked is None:
+            stacked = 3 * self.n_units * m * self.dtype.itemsize <= STACK_BYTES
+        return Workspace(self.sizes[1:], m, self.dtype, stacked)
 
     @property
     def n_params(self) -> int:
@@ -157,34 +187,40 @@ class MLP:
                 a = self.head.activate(z, out=ws.A[rows])
         return a
 
-    def backward(self, Y: Array, ws: Workspace) -> Array:
+    def backward(
+        self,
+        Y: Array,
+        ws: Workspace,
+        on_layer: Callable[[int, Array, Array | None], None] | None = None,
+    ) -> Array:
         """Backpropagate targets Y (k, m) through the pass cached in ``ws``.
 
         Fills ``self.grads`` (and so ``grad_weights``/``grad_biases``) with dL/dparams of the mean
-        loss, ``ws.D`` with every layer's per-sample error and the hidden rows of ``ws.F`` with
-        f'(z). Returns ``self.grads``.
+        loss, and ``ws.delta(l)`` / ``ws.fprime(l)`` with each layer's per-sample error and
+        derivative f'(z) (all layers at once in a stacked workspace; in a lean one, only until
+        the next layer down reuses the buffers). ``on_layer(l, delta, fprime)``, if given, is
+        called for each layer l from the top down as soon as its error is final (fprime is None
+        for the output layer). Returns ``self.grads``.
         """
         X = ws.X
         m = ws.m
         L = self.n_layers
         rows = self.layer_rows(L - 1)
-        delta = self.head.delta(ws.A[rows], Y, out=ws.D[rows])
+        delta = self.head.delta(ws.A[rows], Y, out=ws.delta(L - 1))
+        if on_layer is not None:
+            on_layer(L - 1, delta, None)
         for l in range(L - 1, -1, -1):
             a_prev = X if l == 0 else ws.A[self.layer_rows(l - 1)]
             np.matmul(delta, a_prev.T, out=self.grad_weights[l])
             np.sum(delta, axis=1, keepdims=True, out=self.grad_biases[l])
             if l > 0:
-                prev = self.layer_rows(l - 1)
-                fprime = self.activation.grad(ws.A[prev], out=ws.F[prev])
-                delta = np.matmul(self.weights[l].T, delta, out=ws.D[prev])
+                fprime = self.activation.grad(a_prev, out=ws.fprime(l - 1))
+                delta = np.matmul(self.weights[l].T, delta, out=ws.delta(l - 1))
                 delta *= fprime
+                if on_layer is not None:
+                    on_layer(l - 1, delta, fprime)
         self.grads *= 1.0 / m
         return self.grads
-
-    def output_derivative(self, ws: Workspace) -> Array:
-        """Fill the output rows of ``ws.F`` with dp/dz (for the output layer's saturation)."""
-        rows = self.layer_rows(self.n_layers - 1)
-        return self.head.derivative(ws.A[rows], out=ws.F[rows])
 
     def loss(self, ws: Workspace, Y: Array) -> float:
         """Mean loss of the pass cached in ``ws`` against targets Y (k, m)."""
@@ -195,15 +231,15 @@ class MLP:
 
     def predict_proba(self, X: Array) -> Array:
         """Output p (k, m) for inputs X (d, m), in fresh memory."""
-        return self.forward(X, self.new_workspace(X.shape[1])).copy()
+        return self.forward(X, self.new_workspace(X.shape[1], stacked=False)).copy()
 
     def gradients(self, X: Array, Y: Array) -> tuple[list[Array], list[Array], list[Array]]:
         """One forward and backward pass; returns copies of (dW per layer, db per layer, delta per
         layer), shapes (n_l, n_{l-1}), (n_l, 1) and (n_l, m)."""
-        ws = self.new_workspace(X.shape[1])
+        ws = self.new_workspace(X.shape[1], stacked=True)
         self.forward(X, ws)
         self.backward(Y, ws)
-        deltas = [ws.D[self.layer_rows(l)].copy() for l in range(self.n_layers)]
+        deltas = [ws.delta(l).copy() for l in range(self.n_layers)]
         return (
             [g.copy() for g in self.grad_weights],
             [g.copy() for g in self.grad_biases],

@@ -23,11 +23,21 @@ from backprop_lab.network import MLP
 Array = np.ndarray
 
 
+#: Parameters are updated in chunks of this many values, so the temporaries of an update stay
+#: small (a 2 MiB chunk, not a copy of every parameter) on large networks.
+CHUNK = 1 << 18
+
+
 class Optimizer:
-    """Base class: ``step(net)`` applies one update from ``net.grads`` to ``net.params``."""
+    """Base class: ``step(net)`` applies one update from ``net.grads`` to ``net.params``.
+
+    Subclasses implement ``_update(params, grads, state)`` on one chunk of the flat vectors
+    (element-wise, so chunking does not change a single bit of the result).
+    """
 
     name = ""
     default_batch_size: int | None = None
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -37,17 +47,24 @@ class Optimizer:
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.t = 0
-
-    def _gradient(self, net: MLP) -> Array:
-        """The gradient with L2 decay on the weight segment (a new array only when decaying)."""
-        if self.weight_decay == 0.0:
-            return net.grads
-        g = net.grads.copy()
-        nw = net.n_weights
-        g[:nw] += self.weight_decay * net.params[:nw]
-        return g
+        self.state: dict[str, Array] = {}
 
     def step(self, net: MLP) -> None:
+        self.t += 1
+        if not self.state and self.state_names:
+            self.state = {name: np.zeros_like(net.params) for name in self.state_names}
+        P, nw = net.params.size, net.n_weights
+        for lo in range(0, P, CHUNK):
+            hi = min(lo + CHUNK, P)
+            params, grads = net.params[lo:hi], net.grads[lo:hi]
+            if self.weight_decay and lo < nw:
+                # L2 decay on the weights only (biases are not decayed): g + wd * w.
+                grads = grads.copy()
+                w = min(hi, nw) - lo
+                grads[:w] += self.weight_decay * params[:w]
+            self._update(params, grads, {k: v[lo:hi] for k, v in self.state.items()})
+
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -58,10 +75,8 @@ class Optimizer:
 class GradientDescent(Optimizer):
     name = "gd"
 
-    def step(self, net: MLP) -> None:
-        self.t += 1
-        g = self._gradient(net)
-        net.params -= self.lr * g
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+        params -= self.lr * grads
 
 
 class SGD(GradientDescent):
@@ -72,6 +87,7 @@ class SGD(GradientDescent):
 class Momentum(Optimizer):
     name = "momentum"
     default_batch_size = 32
+    state_names = ("velocity",)
 
     def __init__(
         self, lr: float, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0
@@ -81,20 +97,15 @@ class Momentum(Optimizer):
             raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self.velocity: Array | None = None
 
-    def step(self, net: MLP) -> None:
-        self.t += 1
-        g = self._gradient(net)
-        if self.velocity is None:
-            self.velocity = np.zeros_like(net.params)
-        v = self.velocity
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+        v = state["velocity"]
         v *= self.momentum
-        v += g
+        v += grads
         if self.nesterov:
-            net.params -= self.lr * (g + self.momentum * v)
+            params -= self.lr * (grads + self.momentum * v)
         else:
-            net.params -= self.lr * v
+            params -= self.lr * v
 
     def __repr__(self) -> str:
         nesterov = ", nesterov" if self.nesterov else ""
@@ -104,6 +115,7 @@ class Momentum(Optimizer):
 class Adam(Optimizer):
     name = "adam"
     default_batch_size = 32
+    state_names = ("m", "v")
 
     def __init__(
         self,
@@ -120,25 +132,18 @@ class Adam(Optimizer):
         if not eps > 0:
             raise ValueError(f"eps must be positive; got {eps!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.m: Array | None = None
-        self.v: Array | None = None
 
-    def step(self, net: MLP) -> None:
-        self.t += 1
-        g = self._gradient(net)
-        if self.m is None:
-            self.m = np.zeros_like(net.params)
-            self.v = np.zeros_like(net.params)
-        m, v = self.m, self.v
+    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+        m, v = state["m"], state["v"]
         m *= self.beta1
-        m += (1.0 - self.beta1) * g
+        m += (1.0 - self.beta1) * grads
         v *= self.beta2
-        v += (1.0 - self.beta2) * (g * g)
+        v += (1.0 - self.beta2) * (grads * grads)
         m_hat_scale = self.lr / (1.0 - self.beta1**self.t)
         v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
         denom = np.sqrt(v * v_hat_scale)
         denom += self.eps
-        net.params -= m_hat_scale * m / denom
+        params -= m_hat_scale * m / denom
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (GradientDescent, SGD, Momentum, Adam)}

@@ -112,8 +112,10 @@ def train(
 
     history = History(epochs + 1, net.n_layers, has_val, diagnostics)
     recorder = DiagnosticsRecorder(net, n) if diagnostics else None
-    ws = net.new_workspace(n)  # the probe pass: the whole training set
-    val_ws = net.new_workspace(Xv.shape[1]) if has_val else None
+    # The probe pass (the whole training set) and the validation pass.
+    ws = recorder.workspace() if recorder else net.new_workspace(n, stacked=False)
+    hook = recorder.backward_hook(ws) if recorder else None
+    val_ws = net.new_workspace(Xv.shape[1], stacked=False) if has_val else None
     histograms: list[Histogram] = []
     loss_row, acc_row = history.scalars["train/loss"], history.scalars["train/accuracy"]
     epoch_end = [cb.on_epoch_end for cb in callbacks if hasattr(cb, "on_epoch_end")]
@@ -144,7 +146,7 @@ def train(
                     history.scalars["val/accuracy"][e] = net.accuracy(val_ws, Yv)
                 last = e == epochs or not math.isfinite(loss)
                 if recorder is not None or (full_batch and not last):
-                    net.backward(Y, ws)
+                    net.backward(Y, ws, hook)
                 if recorder is not None:
                     recorder.capture(e, ws)
                     if histogram_every and (e % histogram_every == 0 or last):
