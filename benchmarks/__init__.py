@@ -1,0 +1,1 @@
+"""Benchmarks of backprop-lab: run them with ``python benchmarks/run.py`` (``make bench``)."""
