@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: run test test-slow test-integration test-all lint bench ui clean
+.PHONY: lab run test test-slow test-integration test-all lint bench ui clean server-start server-stop
 
 # The package and what training needs.
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 # Plus the test tools and PyTorch CPU (the autograd oracle of the tests, the benchmarks' peer).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev,torch]"
+	touch $@
+
+# Plus scale-out: the Ray launchers and the PostgreSQL driver of the tracking server.
+$(VENV)/.installed-cluster: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[cluster]"
 	touch $@
 
 ## run: set up, then train sigmoid, tanh and relu as one Hydra multirun into ./mlflow.db
@@ -32,9 +37,19 @@ test: $(VENV)/.installed-dev
 test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]  # 5: no test selected
 
-## test-integration: tests that start real servers on 127.0.0.1
-test-integration: $(VENV)/.installed-dev
+## test-integration: tests that start real servers on 127.0.0.1 (PostgreSQL must be installed)
+test-integration: $(VENV)/.installed-dev $(VENV)/.installed-cluster
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
+
+## server-start: the shared MLflow tracking server (PostgreSQL + artifact folder) on
+##   http://127.0.0.1:5050, data in $(SERVER_DIR); more options: SERVER_ARGS="--port 5051"
+SERVER_DIR ?= .tracking-server
+server-start: $(VENV)/.installed-cluster
+	$(PY) scripts/tracking_server.py start --dir $(SERVER_DIR) $(SERVER_ARGS)
+
+## server-stop: stop it (runs and artifacts stay in $(SERVER_DIR) for the next start)
+server-stop: $(VENV)/.installed-cluster
+	$(PY) scripts/tracking_server.py stop --dir $(SERVER_DIR)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
@@ -45,6 +60,12 @@ bench: $(VENV)/.installed-dev
 ## ui: open the MLflow UI on the default store (http://127.0.0.1:5000)
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+## lab: JupyterLab on 127.0.0.1 for the notebooks in analysis/ (no update checks, no news)
+lab: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[analysis]"
+	$(VENV)/bin/jupyter lab analysis/ --ip 127.0.0.1 --no-browser \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 clean:
 	rm -rf $(VENV) outputs multirun reports

@@ -314,7 +314,13 @@ def task(cfg: DictConfig) -> dict:
 
 def main() -> None:
     """Entry point of ``train.py`` and the ``backprop-train`` console script."""
+    import warnings
+
     import hydra
 
+    # The Ray launcher plugin registers a schema named like its config file: harmless.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
+        category=UserWarning)
     register_configs()
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()

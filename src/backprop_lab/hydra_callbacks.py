@@ -111,6 +111,7 @@ class TrackingCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         cfg = task_config(config)
         check_job(cfg)
+        self._preflight(config, cfg)
         if cfg.tracking.enabled:
             self._prepare_store(cfg, config.hydra.runtime.cwd)
 
@@ -136,6 +137,7 @@ class TrackingCallback(Callback):
                 job_cfgs.append(task_config(job_config))
         for num, cfg in enumerate(job_cfgs):
             check_job(cfg, f"job {num} ({' '.join(jobs[num])}): " if jobs else "")
+        self._preflight(config, job_cfgs[0])
         self.n_jobs = len(jobs)
         self.sweep_id = uuid.uuid4().hex
         os.environ[ENV_SWEEP_ID] = self.sweep_id
@@ -210,6 +212,20 @@ class TrackingCallback(Callback):
             raise SystemExit(1)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _preflight(self, config: DictConfig, cfg: DictConfig) -> None:
+        """Fail within seconds, before anything is created, when the Ray cluster or the tracking
+        server the run needs is not there (MLflow's own retries take minutes to give up)."""
+        from backprop_lab import tracking
+        from backprop_lab.cluster import PreflightError, preflight
+
+        uri = None
+        if cfg.tracking.enabled:
+            uri = tracking.resolve_tracking_uri(cfg.tracking.uri, config.hydra.runtime.cwd)
+        try:
+            preflight(config, uri)
+        except PreflightError as exc:
+            _fail(str(exc))
+
     def _prepare_store(self, cfg: DictConfig, base_dir: str) -> str:
         from backprop_lab import tracking
 

@@ -1,0 +1,1 @@
+"""backprop-lab's Hydra launcher plugin (Hydra instantiates plugins from hydra_plugins only)."""

@@ -1,0 +1,180 @@
+"""The shared tracking server, for real: ``scripts/tracking_server.py`` starts PostgreSQL and
+``mlflow server`` on 127.0.0.1, MLflow's client logs to it (a hand-made run, then an 8-job
+joblib sweep, 8 writers at once), stop/start keeps every run, and a sweep against a server that
+is not running fails fast, with a clear message and nothing created.
+
+Run with ``pytest -m integration``; needs PostgreSQL's server programs (apt-get install
+postgresql) and the cluster extra (psycopg2-binary). As root, PostgreSQL runs as user postgres,
+so the server's folder is made under /tmp with mode 755 (pytest's own tmp folders are 700).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_integration_sweeps import (
+    EPOCHS,
+    N_JOBS,
+    SWEEP,
+    check_sweep,
+    non_loopback_listeners,
+    private_env,
+    process_tree,
+    run_train,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "scripts" / "tracking_server.py"
+
+
+def server_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=private_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A server started by the project's script in a new folder; stopped (and removed) after."""
+    from backprop_lab.server import free_port
+
+    folder = Path(tempfile.mkdtemp(prefix="backprop-lab-server-"))
+    folder.chmod(0o755)
+    home = folder / "server"
+    port = free_port()
+    tic = time.perf_counter()
+    started = server_script("start", "--dir", str(home), "--port", str(port))
+    assert started.returncode == 0, started.stdout + started.stderr
+    info = {"dir": home, "uri": f"http://127.0.0.1:{port}", "port": port,
+            "start_seconds": time.perf_counter() - tic, "stdout": started.stdout}
+    try:
+        yield info
+    finally:
+        server_script("stop", "--dir", str(home))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def state_of(home: Path) -> dict:
+    return json.loads((home / "server.json").read_text())
+
+
+def postmaster_pid(home: Path) -> int:
+    return int((home / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def test_server_runs_on_loopback_and_keeps_runs_and_artifacts(server, tmp_path):
+    """The script prints how to use the server; both servers listen on 127.0.0.1 only; a run
+    logged with MLflow's client comes back whole, its artifact served over HTTP."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    assert f"tracking.uri={server['uri']}" in server["stdout"]
+    status = server_script("status", "--dir", str(server["dir"]))
+    assert status.returncode == 0 and json.loads(status.stdout)["running"], status.stdout
+    state = state_of(server["dir"])
+    assert state["host"] == "127.0.0.1" and state["port"] == server["port"]
+    pids = process_tree(state["pid"]) | process_tree(postmaster_pid(server["dir"]))
+    assert len(pids) >= 2 and not non_loopback_listeners(pids)
+    assert "password" not in (server["dir"] / "server.json").read_text()
+    assert (server["dir"] / "credentials").stat().st_mode & 0o077 == 0
+
+    client = MlflowClient(tracking_uri=server["uri"])
+    experiment = client.create_experiment("hand-made")
+    parent = client.create_run(experiment, run_name="parent").info.run_id
+    child = client.create_run(experiment, run_name="child",
+                              tags={"mlflow.parentRunId": parent}).info.run_id
+    n = 2500  # three log_batch calls of at most 1000
+    values = [Metric(f"m{k}", float(step) / (k + 1), 0, step) for k in range(5)
+              for step in range(n // 5)]
+    for start in range(0, n, 1000):
+        client.log_batch(child, metrics=values[start:start + 1000], synchronous=True)
+    note = tmp_path / "note.txt"
+    note.write_text("backprop-lab\n")
+    client.log_artifact(child, str(note), "notes")
+    client.set_terminated(child)
+    client.set_terminated(parent)
+
+    run = client.get_run(child)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
+    for k in range(5):
+        history = client.get_metric_history(child, f"m{k}")
+        assert sorted(m.step for m in history) == list(range(n // 5))
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    local = client.download_artifacts(child, "notes/note.txt", str(tmp_path / "down"))
+    assert Path(local).read_text() == "backprop-lab\n"
+    # Stored in the server's artifact folder, not beside the client.
+    assert list((server["dir"] / "artifacts").rglob("note.txt"))
+
+
+def test_joblib_sweep_into_server(server, tmp_path):
+    """8 jobs at once through joblib into the PostgreSQL-backed server: one parent, 8 children,
+    every metric value, artifacts downloadable over HTTP; the experiment created once."""
+    result, seconds = run_train(
+        "-m", *SWEEP, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={N_JOBS}",
+        f"tracking.uri={server['uri']}", "tracking.experiment=sweep-on-server",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    check_sweep(server["uri"], N_JOBS, EPOCHS, tmp_path / "downloads",
+                experiment="sweep-on-server")
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_sweep_against_a_server_that_is_not_running_fails_fast(tmp_path):
+    """Nothing listens on the port: the sweep stops before any job, within seconds (MLflow's
+    own retries would take about 4 minutes), naming the server; no run folder, no store."""
+    from backprop_lab.server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    tic = time.perf_counter()
+    result, _ = run_train("-m", *SWEEP, f"tracking.uri={uri}",
+                          f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=45)
+    seconds = time.perf_counter() - tic
+    assert result.returncode != 0
+    assert seconds < 40, f"took {seconds:.0f} s to give up"
+    assert uri in result.stderr and "not reachable" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "sweep").glob("*/summary.json"))
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / "mlruns").exists()
+
+
+def test_check_tracking_server(server):
+    from backprop_lab.server import ServerError, check_tracking_server, free_port
+
+    check_tracking_server(server["uri"])
+    check_tracking_server("sqlite:////nowhere/mlflow.db")  # not a server: not checked
+    with pytest.raises(ServerError, match="not reachable"):
+        check_tracking_server(f"http://127.0.0.1:{free_port()}", timeout=2)
+
+
+def test_stop_then_start_keeps_every_run(server):
+    """Runs after the previous tests; stopping frees both ports, starting again finds the
+    same database and artifacts (and the same PostgreSQL port)."""
+    from mlflow.tracking import MlflowClient
+
+    from backprop_lab.server import _port_free
+
+    before = state_of(server["dir"])
+    stopped = server_script("stop", "--dir", str(server["dir"]))
+    assert stopped.returncode == 0 and "PostgreSQL" in stopped.stdout, stopped.stdout
+    assert _port_free("127.0.0.1", server["port"]) and _port_free("127.0.0.1", before["pg_port"])
+    status = server_script("status", "--dir", str(server["dir"]))
+    assert status.returncode == 3 and not json.loads(status.stdout)["running"]
+
+    started = server_script("start", "--dir", str(server["dir"]), "--port", str(server["port"]))
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert state_of(server["dir"])["pg_port"] == before["pg_port"]
+    client = MlflowClient(tracking_uri=server["uri"])
+    names = {e.name for e in client.search_experiments()}
+    assert {"hand-made", "sweep-on-server"} <= names
+    experiment = client.get_experiment_by_name("hand-made").experiment_id
+    runs = client.search_runs([experiment])
+    assert {r.info.run_name for r in runs} == {"parent", "child"}
