@@ -49,14 +49,17 @@ class Histogram:
 class DiagnosticsRecorder:
     """Per-epoch per-unit sums in small ring buffers, reduced per layer in blocks of K epochs."""
 
-    def __init__(self, net: MLP, m: int, ring_bytes: int = 4 << 20, max_slots: int = 256) -> None:
+    def __init__(self, net: MLP, m: int, ring_bytes: int = 1 << 20, max_slots: int = 64) -> None:
         self.net = net
         self.m = m
         U, P, nw, L = net.n_units, net.n_params, net.n_weights, net.n_layers
-        # Small networks: stacked workspace, whole gradient vectors copied per epoch (one call).
-        # Large ones: lean workspace, and gradient norms taken per layer at once (no copy).
+        # Small passes: a stacked workspace reduced in three whole-array operations (the call
+        # count matters more than the arithmetic), whole gradient vectors copied. Large ones:
+        # a lean workspace reduced layer by layer inside backward while each layer is in cache,
+        # and gradient norms taken per layer at once (no copy).
         self.stacked = 3 * U * m * net.dtype.itemsize <= network.STACK_BYTES
-        row_bytes = 8 * (4 * U + nw + (P if self.stacked else L + U))
+        k_out = net.sizes[-1]
+        row_bytes = 8 * (4 * U + nw + (P + k_out * m if self.stacked else L + U))
         K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
         self.K = K
         # Per unit: sum of delta^2 | sum of a^2, and sum of a | number of saturated samples.
@@ -65,9 +68,15 @@ class DiagnosticsRecorder:
         self.params = np.empty((K, nw), dtype=net.dtype)  # weights at the start of each epoch
         if self.stacked:
             self.grads = np.empty((K, P), dtype=net.dtype)
+            # The outputs p: the output layer's saturation is counted per block, not per epoch.
+            self.outputs = np.empty((K, k_out, m), dtype=net.dtype)
+            self._slope = np.empty_like(self.outputs)
         else:
             self.grad_sq = np.empty((K, L))  # per layer ||dW||^2
             self.bias_grads = np.empty((K, U), dtype=net.dtype)
+        # Scratch for the flush: fresh large temporaries cost a page fault per 4 KiB page.
+        widest = max(b - a for a, b in zip(net.weight_offsets[:-1], net.weight_offsets[1:]))
+        self._step = np.empty((K, int(widest)), dtype=net.dtype)
         self.weight_segments = [
             (int(a), int(b)) for a, b in zip(net.weight_offsets[:-1], net.weight_offsets[1:])
         ]
@@ -99,12 +108,16 @@ class DiagnosticsRecorder:
         return self._hook_ws.A[self.output_rows]
 
     def _on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
-        """Lean workspaces: reduce layer l's error and derivative while they still exist."""
+        """Lean workspaces: reduce layer l while its rows are in cache (backward has just used
+        its activations and formed its error and derivative)."""
         i, U = len(self.epochs), self.net.n_units
         lo, hi = int(self.net.unit_offsets[l]), int(self.net.unit_offsets[l + 1])
+        a = self._hook_ws.A[lo:hi]
         np.vecdot(delta, delta, out=self.squares[i, lo:hi])
+        np.vecdot(a, a, out=self.squares[i, U + lo : U + hi])
+        np.matmul(a, self.ones, out=self.sums[i, lo:hi])
         if fprime is None:  # the output layer: dp/dz, rescaled to the hidden maximum
-            fprime = self.net.head.derivative(self._ws_output(), out=self._output_scratch)
+            fprime = self.net.head.derivative(a, out=self._output_scratch)
             fprime *= self.output_scale
         np.less(fprime, self.threshold, out=fprime)
         np.matmul(fprime, self.ones, out=self.sums[i, U + lo : U + hi])
@@ -115,16 +128,14 @@ class DiagnosticsRecorder:
         net = self.net
         U = net.n_units
         if ws.stacked:
-            F_out = net.head.derivative(ws.A[self.output_rows], out=ws.F[self.output_rows])
-            if self.output_scale != 1.0:
-                F_out *= self.output_scale
-            DA, AF = ws.DAF[: 2 * U], ws.DAF[U:]
+            h = U - net.sizes[-1]  # hidden units; the output rows of F are not filled
+            DA = ws.DAF[: 2 * U]
             np.vecdot(DA, DA, out=self.squares[i])
-            np.less(ws.F, self.threshold, out=ws.F)  # F becomes the 0/1 saturation indicator
-            np.matmul(AF, self.ones, out=self.sums[i])
-        else:  # errors and derivatives were reduced layer by layer during backward
-            np.vecdot(ws.A, ws.A, out=self.squares[i, U:])
-            np.matmul(ws.A, self.ones, out=self.sums[i, :U])
+            F = ws.F[:h]
+            np.less(F, self.threshold, out=F)  # F becomes the 0/1 saturation indicator
+            np.matmul(ws.DAF[U : 2 * U + h], self.ones, out=self.sums[i, : U + h])
+            self.outputs[i] = ws.A[self.output_rows]
+        # else: every layer was reduced during backward (``_on_layer``)
         self.params[i] = net.params[: net.n_weights]
         if self.stacked:
             self.grads[i] = net.grads
@@ -169,6 +180,11 @@ class DiagnosticsRecorder:
             return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
 
         bias_grads = self.grads[:k, nw:] if self.stacked else self.bias_grads[:k]
+        if self.stacked:  # the output layer's saturated samples, for the whole block at once
+            slope = self.net.head.derivative(self.outputs[:k], out=self._slope[:k])
+            slope *= self.output_scale
+            np.less(slope, self.threshold, out=slope)
+            slope.sum(axis=2, out=self.sums[:k, 2 * U - self.net.sizes[-1] :])
         act_mean = per_layer(self.sums[:k, :U]) / count
         act_sq = per_layer(self.squares[:k, U:]) / count
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
@@ -188,7 +204,7 @@ class DiagnosticsRecorder:
         update_sq = np.empty_like(weight_norm)
         for l, (a, b) in enumerate(self.weight_segments):
             before = self.params[:k, a:b]
-            step = np.empty_like(before)
+            step = self._step[:k, : b - a]
             np.subtract(self.params[1:k, a:b], before[:-1], out=step[:-1])
             np.subtract(self.net.params[a:b], before[-1], out=step[-1])
             update_sq[:, l] = np.vecdot(step, step)

@@ -34,9 +34,10 @@ from backprop_lab.losses import OutputHead, get_output
 Array = np.ndarray
 
 
-#: Stack every layer's errors and derivatives (3x the activations' memory) up to this size;
-#: larger passes keep only the activations and reuse per-layer scratch buffers.
-STACK_BYTES = 32 << 20
+#: Stack every layer's errors and derivatives (3x the activations' memory) up to this size
+#: (about what stays in a core's cache); larger passes keep only the activations and reuse
+#: per-layer scratch buffers.
+STACK_BYTES = 4 << 20
 
 
 class Workspace:
