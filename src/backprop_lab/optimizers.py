@@ -48,23 +48,32 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state: dict[str, Array] = {}
+        self.scratch: list[Array] = []
 
     def step(self, net: MLP) -> None:
         self.t += 1
-        if not self.state and self.state_names:
-            self.state = {name: np.zeros_like(net.params) for name in self.state_names}
         P, nw = net.params.size, net.n_weights
+        if not self.scratch:
+            self.state = {name: np.zeros_like(net.params) for name in self.state_names}
+            # Reused temporaries: a fresh large array costs a page fault per 4 KiB page.
+            size = min(CHUNK, P)
+            self.scratch = [np.empty(size, dtype=net.params.dtype) for _ in range(3)]
         for lo in range(0, P, CHUNK):
             hi = min(lo + CHUNK, P)
             params, grads = net.params[lo:hi], net.grads[lo:hi]
             if self.weight_decay and lo < nw:
                 # L2 decay on the weights only (biases are not decayed): g + wd * w.
-                grads = grads.copy()
+                decayed = self.scratch[2][: hi - lo]
+                np.copyto(decayed, grads)
                 w = min(hi, nw) - lo
-                grads[:w] += self.weight_decay * params[:w]
-            self._update(params, grads, {k: v[lo:hi] for k, v in self.state.items()})
+                decayed[:w] += self.weight_decay * params[:w]
+                grads = decayed
+            scratch = [buf[: hi - lo] for buf in self.scratch[:2]]
+            self._update(params, grads, {k: v[lo:hi] for k, v in self.state.items()}, scratch)
 
-    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+    def _update(
+        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
+    ) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -75,8 +84,11 @@ class Optimizer:
 class GradientDescent(Optimizer):
     name = "gd"
 
-    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
-        params -= self.lr * grads
+    def _update(
+        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
+    ) -> None:
+        step = np.multiply(grads, self.lr, out=scratch[0])
+        params -= step
 
 
 class SGD(GradientDescent):
@@ -98,14 +110,20 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+    def _update(
+        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
+    ) -> None:
         v = state["velocity"]
         v *= self.momentum
         v += grads
-        if self.nesterov:
-            params -= self.lr * (grads + self.momentum * v)
-        else:
-            params -= self.lr * v
+        step = scratch[0]
+        if self.nesterov:  # lr * (g + mu v)
+            np.multiply(v, self.momentum, out=step)
+            step += grads
+            step *= self.lr
+        else:  # lr * v
+            np.multiply(v, self.lr, out=step)
+        params -= step
 
     def __repr__(self) -> str:
         nesterov = ", nesterov" if self.nesterov else ""
@@ -133,17 +151,25 @@ class Adam(Optimizer):
             raise ValueError(f"eps must be positive; got {eps!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def _update(self, params: Array, grads: Array, state: dict[str, Array]) -> None:
+    def _update(
+        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
+    ) -> None:
         m, v = state["m"], state["v"]
+        a, b = scratch
         m *= self.beta1
-        m += (1.0 - self.beta1) * grads
+        m += np.multiply(grads, 1.0 - self.beta1, out=a)
         v *= self.beta2
-        v += (1.0 - self.beta2) * (grads * grads)
+        np.multiply(grads, grads, out=a)
+        a *= 1.0 - self.beta2
+        v += a
         m_hat_scale = self.lr / (1.0 - self.beta1**self.t)
         v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
-        denom = np.sqrt(v * v_hat_scale)
+        denom = np.multiply(v, v_hat_scale, out=a)
+        np.sqrt(denom, out=denom)
         denom += self.eps
-        params -= m_hat_scale * m / denom
+        step = np.multiply(m, m_hat_scale, out=b)
+        step /= denom
+        params -= step
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (GradientDescent, SGD, Momentum, Adam)}
