@@ -94,15 +94,22 @@ def test_every_diagnostic_matches_a_direct_computation(
     epochs = 150
     make = lambda: MLP([2, 12, 6, 1], activation, rng=np.random.default_rng(5))  # noqa: E731
     opt = lambda: make_optimizer(optimizer, lr=0.05)  # noqa: E731
+    # Mini-batch runs measure the diagnostics on a fixed probe subset (here 40 of 96 samples).
+    probe = 40
     result = train(make(), data, opt(), epochs=epochs, batch_size=batch_size,
-                   rng=np.random.default_rng(9), histogram_every=50)
+                   rng=np.random.default_rng(9), histogram_every=50, probe_size=probe)
     assert len(result.histograms) == 4 * 3 * 3  # epochs 0, 50, 100, 150 x 3 layers x 3 kinds
     layers = result.history.layers
 
     net, o, shuffle = make(), opt(), np.random.default_rng(9)
     X, Y, n = data.X_train, data.Y_train, data.n_train
+    keep = np.arange(n) if batch_size is None else np.round(np.linspace(0, n - 1, probe)).astype(int)
+    assert len(keep) == (n if batch_size is None else probe)
     for e in range(epochs + 1):
-        expected = manual_diagnostics(net, X, Y)
+        expected = manual_diagnostics(net, X[:, keep], Y[:, keep])
+        ws = net.new_workspace(n)
+        net.forward(X, ws)  # loss and accuracy: always the whole training set
+        assert result.history.scalars["train/loss"][e] == pytest.approx(net.loss(ws, Y), rel=1e-12)
         for name, values in expected.items():
             np.testing.assert_allclose(layers[name][e], values, rtol=1e-9, atol=1e-15,
                                        err_msg=f"{name} at epoch {e}: recorder vs direct")

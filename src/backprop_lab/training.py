@@ -1,10 +1,12 @@
 """The training loop.
 
 ``train`` runs ``epochs`` epochs and records ``epochs + 1`` history rows: row e is measured at the
-start of epoch e on the whole training set (the probe batch), so row 0 describes the network at
-initialization and the last row the trained network. With full-batch gradient descent the probe
-pass is the training pass, as in the reference notebook (whose "Epoch 100" line is row 99 here).
-With mini-batches (``batch_size``) each epoch first measures the probe pass, then shuffles the
+start of epoch e, so row 0 describes the network at initialization and the last row the trained
+network. Loss and accuracy are measured on the whole training set (and the validation set); the
+per-layer diagnostics on the probe batch. With full-batch gradient descent the probe batch is the
+training set and the probe pass is the training pass, as in the reference notebook (whose
+"Epoch 100" line is row 99 here). With mini-batches (``batch_size``) the probe batch is a fixed
+subset of at most ``probe_size`` training samples; each epoch first measures, then shuffles the
 training set with ``rng`` and takes one optimizer step per batch.
 
 Training stops early, with status ``diverged`` and the epoch, when the training loss is not finite.
@@ -88,6 +90,7 @@ def train(
     diagnostics: bool = True,
     histogram_every: int = 0,
     rng: np.random.Generator | None = None,
+    probe_size: int = 512,
 ) -> TrainResult:
     """Train ``net`` on ``data`` with ``optimizer``.
 
@@ -101,8 +104,13 @@ def train(
         histogram_every: with diagnostics, histograms every this many epochs and at the end
             (0: none).
         rng: shuffles mini-batches (default: a Generator seeded with 0, so runs are repeatable).
+        probe_size: with mini-batches, the diagnostics' probe batch is at most this many evenly
+            spaced training samples, fixed for the run (full batch: the whole training set).
+            Loss and accuracy are always measured on the whole training set.
     """
     _check(net, data, epochs, batch_size, histogram_every)
+    if probe_size < 1:
+        raise ValueError(f"probe_size must be a positive integer; got {probe_size!r}")
     X, Y = _as(net, data.X_train), _as(net, data.Y_train)
     Xv, Yv = _as(net, data.X_val), _as(net, data.Y_val)
     n = X.shape[1]
@@ -110,10 +118,22 @@ def train(
     has_val = Xv.shape[1] > 0
     rng = np.random.default_rng(0) if rng is None else rng
 
+    # The probe batch of the diagnostics: the training set itself for full-batch training (the
+    # probe pass is the training pass); for mini-batches, at most probe_size evenly spaced
+    # training samples, fixed for the whole run.
+    if full_batch or n <= probe_size:
+        Xp, Yp = X, Y
+    else:
+        keep = np.unique(np.linspace(0, n - 1, probe_size).round().astype(np.intp))
+        Xp, Yp = np.ascontiguousarray(X[:, keep]), np.ascontiguousarray(Y[:, keep])
+    separate_probe = Xp is not X
+
     history = History(epochs + 1, net.n_layers, has_val, diagnostics)
-    recorder = DiagnosticsRecorder(net, n) if diagnostics else None
-    # The probe pass (the whole training set) and the validation pass.
-    ws = recorder.workspace() if recorder else net.new_workspace(n, stacked=False)
+    recorder = DiagnosticsRecorder(net, Xp.shape[1]) if diagnostics else None
+    # The pass over the training set (loss, accuracy: the probe pass unless the probe is a
+    # subset), the probe pass and the validation pass.
+    full_ws = net.new_workspace(n, stacked=False)
+    ws = recorder.workspace() if recorder else full_ws
     hook = recorder.backward_hook(ws) if recorder else None
     val_ws = net.new_workspace(Xv.shape[1], stacked=False) if has_val else None
     histograms: list[Histogram] = []
@@ -135,18 +155,23 @@ def train(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             for e in range(epochs + 1):
-                net.forward(X, ws)
-                loss = net.loss(ws, Y)
+                train_ws = full_ws if separate_probe else ws
+                net.forward(X, train_ws)
+                loss = net.loss(train_ws, Y)
                 loss_row[e] = loss
-                acc_row[e] = net.accuracy(ws, Y)
+                acc_row[e] = net.accuracy(train_ws, Y)
                 measured = e + 1
                 if has_val:
                     net.forward(Xv, val_ws)
                     history.scalars["val/loss"][e] = net.loss(val_ws, Yv)
                     history.scalars["val/accuracy"][e] = net.accuracy(val_ws, Yv)
                 last = e == epochs or not math.isfinite(loss)
-                if recorder is not None or (full_batch and not last):
-                    net.backward(Y, ws, hook)
+                if recorder is not None:
+                    if separate_probe:
+                        net.forward(Xp, ws)
+                    net.backward(Yp, ws, hook)
+                elif full_batch and not last:
+                    net.backward(Y, ws)
                 if recorder is not None:
                     recorder.capture(e, ws)
                     if histogram_every and (e % histogram_every == 0 or last):
