@@ -113,14 +113,11 @@ def explain(table: Table, wl: Workload, dtype: type, ds, epochs: int, row: Row,
     on, off = row.values["ours_on_s"], row.values["ours_off_s"]
     if wl.batch_size is not None:
         probe = (
-            f"**{wl.key}: why the goal is missed.** With mini-batches the diagnostics are "
-            "measured on a probe pass over the whole training set at the start of every "
-            "epoch, and that pass is a forward *and a backward* pass (the per-layer gradients "
-            "and errors), on top of the epoch's batches: about one more epoch of arithmetic. "
-            "With diagnostics off the probe pass is forward only (loss and accuracy), and "
-            "ours is close to torch (`off/torch`). What would fix it in the engine: measure the "
-            "gradient diagnostics on a fixed probe subset (a few hundred samples), or "
-            "accumulate them from the epoch's own batches."
+            f"**{wl.key}: why the goal is missed.** With mini-batches ours measures, at the "
+            "start of every epoch, the loss and accuracy on the whole training set (a forward "
+            "pass torch's loop does not make: it reports its batches' losses) and, with "
+            "diagnostics, a forward and backward pass over the probe batch (at most 512 "
+            "training samples)."
         )
         if probe not in table.notes:
             table.notes.append(probe)
