@@ -26,7 +26,8 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from backprop_lab.analysis import figures, summary  # noqa: E402
-from backprop_lab.analysis.demo_store import LAYER_METRICS, write_demo_sweep  # noqa: E402
+from backprop_lab.analysis.demo_store import write_demo_sweep  # noqa: E402
+from backprop_lab.history import LAYER_METRICS  # noqa: E402
 from backprop_lab.analysis.loading import (  # noqa: E402
     FINAL_METRICS,
     ID_COLUMNS,

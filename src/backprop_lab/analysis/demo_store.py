@@ -28,17 +28,6 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 # shape the synthetic numbers: sigmoid+lecun sqrt(1/16), tanh+lecun 1, relu+he 1.
 _DEMO_FACTOR = {"sigmoid": 0.25, "tanh": 0.9, "relu": 1.0}
 _DEMO_INIT = {"sigmoid": "lecun", "tanh": "lecun", "relu": "he"}
-LAYER_METRICS = (
-    "grad_weight_ratio",
-    "grad_norm",
-    "weight_norm",
-    "update_ratio",
-    "delta_std",
-    "act_mean",
-    "act_std",
-    "saturation",
-    "dead_fraction",
-)
 
 
 @dataclass(frozen=True)
