@@ -27,7 +27,6 @@ from mlflow import MlflowClient  # noqa: E402
 
 from backprop_lab.analysis import figures, summary  # noqa: E402
 from backprop_lab.analysis.demo_store import write_demo_sweep  # noqa: E402
-from backprop_lab.history import LAYER_METRICS  # noqa: E402
 from backprop_lab.analysis.loading import (  # noqa: E402
     FINAL_METRICS,
     ID_COLUMNS,
@@ -35,6 +34,7 @@ from backprop_lab.analysis.loading import (  # noqa: E402
     list_sweeps,
     load_sweep,
 )
+from backprop_lab.history import LAYER_METRICS  # noqa: E402
 from backprop_lab.theory import backprop_std_factor  # noqa: E402
 from tests.test_analysis_store import (  # noqa: E402
     ACTIVATIONS,
