@@ -43,23 +43,26 @@ def best_of(fn, loops: int, repeats: int = 5) -> float:
 
 def breakdown(wl: Workload, ds, loops: int) -> dict[str, float]:
     """Per-epoch CPU time of the parts of a full-batch epoch, timed in isolation (best of 5):
-    the passes, the recorder's per-epoch capture and its per-block flush (per epoch)."""
+    the passes, the recorder's per-epoch work (its capture, plus for lean workspaces the
+    per-layer reduction inside backward) and its per-block flush (per epoch)."""
     from backprop_lab.diagnostics import DiagnosticsRecorder
     from backprop_lab.history import History
 
     net = wl.net(ds)
     X, Y, m = ds.X_train, ds.Y_train, ds.n_train
-    ws = net.new_workspace(m)
     rec = DiagnosticsRecorder(net, m)
+    ws = rec.workspace()
+    hook = rec.backward_hook(ws)
     history = History(rec.K + 1, net.n_layers, False, True)
 
-    def passes() -> None:
+    def passes(hook=None) -> None:
         net.forward(X, ws)
         net.loss(ws, Y)
         net.accuracy(ws, Y)
-        net.backward(Y, ws)
+        net.backward(Y, ws, hook)
 
-    def capture() -> None:
+    def measured() -> None:
+        passes(hook)
         rec.epochs.clear()
         rec.capture(0, ws)
         rec.record_update()
@@ -73,9 +76,12 @@ def breakdown(wl: Workload, ds, loops: int) -> dict[str, float]:
 
     with np.errstate(all="ignore"):
         passes()
-        out = {"passes": best_of(passes, loops), "capture": best_of(capture, loops)}
+        measured()
+        out = {"passes": best_of(passes, loops)}
+        out["capture"] = max(best_of(measured, loops) - out["passes"], 0.0)
+        capture_only = best_of(lambda: (rec.epochs.clear(), rec.capture(0, ws)), loops)
         whole_block = best_of(block, max(1, loops // rec.K))
-        out["flush"] = max(whole_block - out["capture"] * rec.K, 0.0) / rec.K
+        out["flush"] = max(whole_block - capture_only * rec.K, 0.0) / rec.K
     return out
 
 
@@ -91,7 +97,8 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             "training callback: building the network, allocating the workspaces and the final "
             "probe pass are left out). The `isolated` columns time the parts of an "
             "epoch alone (best of 5, CPU time): forward + loss + accuracy + backward, the "
-            "recorder's per-epoch `capture` (+ `record_update`) and its block `flush` per epoch "
+            "recorder's per-epoch work (`capture` and `record_update`, plus the per-layer "
+            "reduction inside backward for lean workspaces) and its block `flush` per epoch "
             "(every K epochs, K = ring slots)."
         ),
         ratio_label="on/off",
@@ -147,21 +154,13 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
                 f"capture plus {fmt_time(p['flush'])} of block flush per epoch "
                 f"({fmt_ratio((p['passes'] + p['capture'] + p['flush']) / p['passes'])}x; the "
                 f"goal allows {fmt_time((GOAL - 1) * p['passes'])}). "
-                + ("At this size the capture is the fixed cost of about seven numpy calls "
-                   "(1-6 us each whatever the size: the sums of squares of errors and "
-                   "activations in one vecdot over the stacked workspace, the derivatives turned "
-                   "into saturation indicators in place, the sums of activations and indicators "
-                   "in one matrix-vector product, the copies of weights, gradients and outputs), "
-                   "not arithmetic; the per-layer statistics are formed once per block of "
-                   "epochs. Ways to go further: an option to take the statistics every n-th "
-                   "epoch, or a compiled kernel fusing the reductions (a new dependency). In "
-                   f"absolute terms it is {fmt_time(p['capture'] + p['flush'])} an epoch, "
-                   f"{fmt_time(1000 * (p['capture'] + p['flush']))} for 1000 epochs."
+                + ("At this size the recorder's cost is the fixed cost of its numpy calls "
+                   "(1-4 us each whatever the size: the fused per-unit sums of kernels.py, the "
+                   "copies of weights and gradients, the per-block statistics), not arithmetic."
                    if p["passes"] < 1e-3 else
                    "At this size the cost is arithmetic: each layer is reduced inside backward "
-                   "while its rows are in cache, but the sums of squares of errors and "
-                   "activations, the activations' sums and the saturation indicators and their "
-                   "counts are still about five more passes over every layer's (n_l, m) rows.")
+                   "while its rows are in cache, one more pass over every layer's errors, "
+                   "activations and derivatives.")
                 + " The run's own on/off ratio also includes cache effects and the machine's "
                 "noise (see the wall column).")
         if row.status != "PASS" and not quick:
@@ -171,6 +170,9 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             table.notes.append(details(
                 f"cProfile of the diagnostics-on run, {wl.key} ({epochs} epochs; ratio "
                 f"{fmt_ratio(row.ratio)})", profile))
+    from backprop_lab import kernels
+
     table.notes.insert(0, f"{repeats} interleaved repeats after a warm-up round, medians. "
-                       + clock_note(threads))
+                       + clock_note(threads) + f" Per-unit sums: the {kernels.backend()} backend "
+                       "of kernels.py.")
     return table

@@ -4,6 +4,7 @@ diagnostic recomputed independently from plain forward/backward passes."""
 import numpy as np
 import pytest
 
+from backprop_lab import kernels
 from backprop_lab.datasets import Dataset, load_dataset
 from backprop_lab.network import MLP
 from backprop_lab.optimizers import make_optimizer
@@ -77,19 +78,26 @@ def manual_diagnostics(net: MLP, X: np.ndarray, Y: np.ndarray) -> dict[str, list
     return out
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "lean"])
 @pytest.mark.parametrize(
     ("activation", "optimizer", "batch_size"),
     [("tanh", "gd", None), ("relu", "momentum", 16), ("sigmoid", "adam", 32)],
 )
 def test_every_diagnostic_matches_a_direct_computation(
-    activation, optimizer, batch_size, stacked, monkeypatch
+    activation, optimizer, batch_size, stacked, backend, monkeypatch
 ) -> None:
-    """150 epochs cross ring-buffer blocks; every row is recomputed independently. ``lean``
-    forces the memory-saving workspace (per-layer reduction during backward) that large
-    networks use."""
+    """150 epochs cross ring-buffer blocks of 64 epochs; every row is recomputed independently.
+    ``lean`` forces the memory-saving workspace (per-layer reduction during backward) that large
+    networks use; ``numpy`` the per-unit sums without the compiled loop (kernels.py)."""
+    monkeypatch.setattr("backprop_lab.diagnostics.MAX_SLOTS", 64)
     if not stacked:
         monkeypatch.setattr("backprop_lab.network.STACK_BYTES", 0)
+    if backend == "numba":
+        if kernels.compiled() is None:
+            pytest.skip("numba is not installed (or BACKPROP_LAB_NUMBA=0)")
+    else:
+        monkeypatch.setattr("backprop_lab.kernels.compiled", lambda: None)
     data = spiral(seed=1)
     epochs = 150
     make = lambda: MLP([2, 12, 6, 1], activation, rng=np.random.default_rng(5))  # noqa: E731

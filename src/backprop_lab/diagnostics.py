@@ -11,12 +11,12 @@ delta (n_l, m) and activations a (n_l, m) on the probe batch of m samples:
 - ``saturation`` = fraction of (unit, sample) pairs with f'(z) < 0.05 max f' (for relu: z <= 0)
 - ``dead_fraction`` = fraction of units saturated in that sense on every probe sample
 
-Cost: each epoch reduces the probe pass to per-unit sums with three whole-array operations while
-its buffers are still in cache (sums of squares of errors and activations in one ``vecdot``, the
-derivatives turned into 0/1 saturation indicators in place, sums of activations and indicators
-in one matrix-vector product) and copies the flat weight and gradient vectors into small ring
-buffers. Every K epochs the per-layer statistics of all K epochs are formed at once, so the
-per-epoch Python overhead does not grow with depth.
+Cost: each epoch reduces the probe pass to per-unit sums (squared errors, activations and their
+squares, saturated samples) in one fused call while its buffers are still in cache (see
+kernels.py: every layer at once for a stacked workspace, layer by layer inside backward for a
+lean one), and copies the flat weight and gradient vectors into ring buffers. Every K epochs
+(up to MAX_SLOTS, within RING_BYTES) the per-layer statistics of all K epochs are formed at once,
+so the per-epoch Python overhead does not grow with depth.
 """
 
 from __future__ import annotations
@@ -26,13 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backprop_lab import network
+from backprop_lab import kernels, network
 from backprop_lab.history import History
 from backprop_lab.network import MLP, Workspace
 
 Array = np.ndarray
 SATURATION_THRESHOLD = 0.05
 HISTOGRAM_BINS = 64
+#: The ring buffers hold per-unit sums, weights and gradients of up to MAX_SLOTS epochs in about
+#: RING_BYTES; the per-layer statistics are formed once per ring (fewer, larger numpy calls).
+RING_BYTES = 1 << 20
+MAX_SLOTS = 256
 
 
 @dataclass
@@ -49,17 +53,19 @@ class Histogram:
 class DiagnosticsRecorder:
     """Per-epoch per-unit sums in small ring buffers, reduced per layer in blocks of K epochs."""
 
-    def __init__(self, net: MLP, m: int, ring_bytes: int = 1 << 20, max_slots: int = 64) -> None:
+    def __init__(self, net: MLP, m: int, ring_bytes: int | None = None,
+                 max_slots: int | None = None) -> None:
+        ring_bytes = RING_BYTES if ring_bytes is None else ring_bytes
+        max_slots = MAX_SLOTS if max_slots is None else max_slots
         self.net = net
         self.m = m
         U, P, nw, L = net.n_units, net.n_params, net.n_weights, net.n_layers
-        # Small passes: a stacked workspace reduced in three whole-array operations (the call
-        # count matters more than the arithmetic), whole gradient vectors copied. Large ones:
-        # a lean workspace reduced layer by layer inside backward while each layer is in cache,
-        # and gradient norms taken per layer at once (no copy).
+        # Small passes: a stacked workspace whose errors, activations and derivatives are
+        # reduced in one call per epoch (the call count matters more than the arithmetic), whole
+        # gradient vectors copied. Large ones: a lean workspace reduced layer by layer inside
+        # backward while each layer is in cache, and gradient norms taken per layer (no copy).
         self.stacked = 3 * U * m * net.dtype.itemsize <= network.STACK_BYTES
-        k_out = net.sizes[-1]
-        row_bytes = 8 * (4 * U + nw + (P + k_out * m if self.stacked else L + U))
+        row_bytes = 8 * (4 * U + nw + (P if self.stacked else L + U))
         K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
         self.K = K
         # Per unit: sum of delta^2 | sum of a^2, and sum of a | number of saturated samples.
@@ -68,9 +74,6 @@ class DiagnosticsRecorder:
         self.params = np.empty((K, nw), dtype=net.dtype)  # weights at the start of each epoch
         if self.stacked:
             self.grads = np.empty((K, P), dtype=net.dtype)
-            # The outputs p: the output layer's saturation is counted per block, not per epoch.
-            self.outputs = np.empty((K, k_out, m), dtype=net.dtype)
-            self._slope = np.empty_like(self.outputs)
         else:
             self.grad_sq = np.empty((K, L))  # per layer ||dW||^2
             self.bias_grads = np.empty((K, U), dtype=net.dtype)
@@ -82,17 +85,17 @@ class DiagnosticsRecorder:
         ]
         self.updated = np.zeros(K, dtype=bool)
         self.epochs: list[int] = []
-        self.ones = np.ones(m, dtype=net.dtype)
-        # Saturation: f'(z) < 5% of max f'. The output rows of F are rescaled to the hidden
-        # activation's maximum so that one scalar comparison covers every layer.
+        # Saturation: f'(z) < 5% of max f'. The output layer's slope dp/dz is rescaled to the
+        # hidden activation's maximum so that one scalar comparison covers every layer.
         self.threshold = SATURATION_THRESHOLD * net.activation.max_derivative
         self.output_scale = net.activation.max_derivative / net.head.max_derivative
-        self.output_rows = net.layer_rows(net.n_layers - 1)
+        self.hidden_units = U - net.sizes[-1]
         self.unit_starts = net.unit_offsets[:-1]
         self.weight_starts = net.weight_offsets[:-1]
         self.widths = np.diff(net.unit_offsets).astype(float)
         self.last_workspace: Workspace | None = None
-        self._output_scratch = np.empty((net.sizes[-1], m), dtype=net.dtype)
+        self._no_rows = np.empty((0, m), dtype=net.dtype)
+        self._unit_sums = kernels.unit_sums_impl()
 
     # -- per epoch -----------------------------------------------------------------------------
     def workspace(self) -> Workspace:
@@ -104,37 +107,27 @@ class DiagnosticsRecorder:
         self._hook_ws = ws
         return None if ws.stacked else self._on_layer
 
-    def _ws_output(self) -> Array:
-        return self._hook_ws.A[self.output_rows]
-
     def _on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
         """Lean workspaces: reduce layer l while its rows are in cache (backward has just used
-        its activations and formed its error and derivative)."""
+        its activations and formed its error and derivative; none for the output layer)."""
         i, U = len(self.epochs), self.net.n_units
         lo, hi = int(self.net.unit_offsets[l]), int(self.net.unit_offsets[l + 1])
-        a = self._hook_ws.A[lo:hi]
-        np.vecdot(delta, delta, out=self.squares[i, lo:hi])
-        np.vecdot(a, a, out=self.squares[i, U + lo : U + hi])
-        np.matmul(a, self.ones, out=self.sums[i, lo:hi])
-        if fprime is None:  # the output layer: dp/dz, rescaled to the hidden maximum
-            fprime = self.net.head.derivative(a, out=self._output_scratch)
-            fprime *= self.output_scale
-        np.less(fprime, self.threshold, out=fprime)
-        np.matmul(fprime, self.ones, out=self.sums[i, U + lo : U + hi])
+        squares, sums = self.squares[i], self.sums[i]
+        self._unit_sums(
+            delta, self._hook_ws.A[lo:hi], self._no_rows if fprime is None else fprime,
+            self.threshold, self.net.head.slope, self.output_scale,
+            squares[lo:hi], squares[U + lo : U + hi], sums[lo:hi], sums[U + lo : U + hi])
 
     def capture(self, epoch: int, ws: Workspace) -> None:
         """Reduce the probe pass in ``ws`` (after forward and backward) to per-unit sums."""
         i = len(self.epochs)
         net = self.net
         U = net.n_units
-        if ws.stacked:
-            h = U - net.sizes[-1]  # hidden units; the output rows of F are not filled
-            DA = ws.DAF[: 2 * U]
-            np.vecdot(DA, DA, out=self.squares[i])
-            F = ws.F[:h]
-            np.less(F, self.threshold, out=F)  # F becomes the 0/1 saturation indicator
-            np.matmul(ws.DAF[U : 2 * U + h], self.ones, out=self.sums[i, : U + h])
-            self.outputs[i] = ws.A[self.output_rows]
+        if ws.stacked:  # every layer at once; the output rows of F are not filled
+            squares, sums = self.squares[i], self.sums[i]
+            self._unit_sums(ws.D, ws.A, ws.F[: self.hidden_units], self.threshold,
+                            net.head.slope, self.output_scale,
+                            squares[:U], squares[U:], sums[:U], sums[U:])
         # else: every layer was reduced during backward (``_on_layer``)
         self.params[i] = net.params[: net.n_weights]
         if self.stacked:
@@ -180,11 +173,6 @@ class DiagnosticsRecorder:
             return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
 
         bias_grads = self.grads[:k, nw:] if self.stacked else self.bias_grads[:k]
-        if self.stacked:  # the output layer's saturated samples, for the whole block at once
-            slope = self.net.head.derivative(self.outputs[:k], out=self._slope[:k])
-            slope *= self.output_scale
-            np.less(slope, self.threshold, out=slope)
-            slope.sum(axis=2, out=self.sums[:k, 2 * U - self.net.sizes[-1] :])
         act_mean = per_layer(self.sums[:k, :U]) / count
         act_sq = per_layer(self.squares[:k, U:]) / count
         # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
