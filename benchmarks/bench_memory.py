@@ -46,7 +46,9 @@ def run(quick: bool = False, threads: int = 1) -> Table:
             f"2 -> {len(hidden)} x {hidden[0]} tanh -> 1 on {2 * n_per_class} samples, full "
             f"batch, {epochs} epochs, float64, each variant in a fresh interpreter "
             "(`benchmarks/memory_probe.py`): baseline = its peak RSS (`ru_maxrss`) after the "
-            "imports and the data set (~100 KiB), before the network is built. Ratio = "
+            "imports, the data set (~100 KiB) and, for ours, loading the diagnostics' compiled "
+            "loop (numba's runtime, `kernel runtime`: library code like numpy's or torch's), "
+            "before the network is built. Ratio = "
             "(peak RSS - baseline RSS) / (parameter bytes + bytes of all layers' activations on "
             "the batch)."
         ),
@@ -75,6 +77,7 @@ def run(quick: bool = False, threads: int = 1) -> Table:
                 "baseline RSS": fmt_bytes(r["baseline"]),
                 "peak RSS": fmt_bytes(r["peak"]),
                 "added": fmt_bytes(added),
+                "kernel runtime": fmt_bytes(r["kernel_runtime"]) if "kernel_runtime" in r else "",
             },
             values={k: float(r[k]) for k in ("baseline", "peak", "param_bytes", "act_bytes")},
         ))

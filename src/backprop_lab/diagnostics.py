@@ -96,6 +96,7 @@ class DiagnosticsRecorder:
         self.last_workspace: Workspace | None = None
         self._no_rows = np.empty((0, m), dtype=net.dtype)
         self._unit_sums = kernels.unit_sums_impl()
+        kernels.warm_up(net.dtype)  # before training's clock starts
 
     # -- per epoch -----------------------------------------------------------------------------
     def workspace(self) -> Workspace:
