@@ -1,5 +1,5 @@
 """The harness's small pieces, without a subprocess: URI resolution, run names, flattening, and
-the tracker's buffering (batches of at most 1000 values, every value exactly once)."""
+the tracker's blocks (written while training, every value exactly once, the last row always)."""
 
 from __future__ import annotations
 
@@ -65,13 +65,17 @@ def test_grad_ratio_and_table() -> None:
     assert table.splitlines()[0].split()[:3] == ["run", "activation", "outcome"]
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.calls: list[list] = []
+class FakeBackend:
+    """Records the blocks a RunTracker writes."""
 
-    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None) -> None:
-        assert len(metrics) <= 1000 and len(params) <= 100 and len(tags) <= 100
-        self.calls.append(list(metrics))
+    uri = "fake://"
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple] = []
+
+    def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
+        assert values.shape == (len(names), len(steps)) == (len(names), len(timestamps))
+        self.blocks.append((list(names), steps.copy(), values.copy(), timestamps.copy()))
 
 
 def filled_history(rows: int, n_layers: int = 3) -> History:
@@ -84,26 +88,27 @@ def filled_history(rows: int, n_layers: int = 3) -> History:
 
 
 @pytest.mark.parametrize("log_every", [1, 7])
-def test_tracker_buffers_batches_and_logs_every_value_once(monkeypatch, log_every) -> None:
-    fake = FakeClient()
-    monkeypatch.setattr(tracking, "client_for", lambda uri: fake)
+def test_tracker_writes_blocks_while_training_and_every_value_once(log_every) -> None:
+    fake = FakeBackend()
     rows = 101
     history = filled_history(rows)
-    tracker = tracking.RunTracker("sqlite:////x.db", "run", log_every=log_every)
+    n_metrics = len(history.metric_names())
+    tracker = tracking.RunTracker(fake, "run", log_every=log_every, block_values=10 * n_metrics)
     tracker.on_train_start(None, None, history)
     for epoch in range(rows):  # rows complete one by one, as in training
         history.n_rows = epoch + 1
         tracker.on_epoch_end(epoch, history)
-    calls_during_training = len(fake.calls)
+    rows_per_block = 10 * log_every
+    assert len(fake.blocks) == rows // rows_per_block  # written while training, in blocks
     tracker.flush(final=True)
-    logged = [m for call in fake.calls for m in call]
-    steps = sorted({m.step for m in logged})
+    steps = np.concatenate([block[1] for block in fake.blocks])
     expected = sorted(set(range(0, rows, log_every)) | {rows - 1})  # the last row always
-    assert steps == expected
-    n_metrics = len(history.metric_names())
-    assert len(logged) == len(expected) * n_metrics  # no value twice
-    assert all(m.value == m.step for m in logged)
-    assert calls_during_training >= 1 if log_every == 1 else True  # flushed while training
+    assert steps.tolist() == expected  # in order, none twice
+    for names, block_steps, values, timestamps in fake.blocks:
+        assert names == history.metric_names()
+        assert (values == block_steps[None, :]).all()  # row e holds e in every metric
+        assert (timestamps > 0).all()
+    assert tracker.values_logged == len(expected) * n_metrics
     assert tracker.flush(final=True) == 0  # nothing left
 
 

@@ -273,18 +273,22 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built):
     }
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)
-    return tracking.RunTracker(uri, run_id, log_every=cfg.tracking.log_every)
+    return tracking.RunTracker(tracking.open_store(uri), run_id,
+                               log_every=cfg.tracking.log_every)
 
 
 def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, figures) -> None:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status."""
     import warnings
 
+    from backprop_lab import tracking
+
     if tracker is not None:
         try:
-            if history is not None and tracker.history is None:
-                tracker.history = history
+            if history is not None:
+                tracker.attach(history)
             tracker.flush(final=True)
+            tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
             warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
     tic = time.perf_counter()
@@ -295,16 +299,13 @@ def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, 
         warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
     if tracker is None:
         return
+    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
     try:
         if cfg.tracking.log_artifacts:
-            tracker.log_artifacts(_artifact_specs(ctx.output_dir))
-        artifacts_seconds = time.perf_counter() - tic
-        tracker.client.set_tag(tracker.run_id, "backprop_lab.seconds.metric_logging",
-                               f"{tracker.seconds_logging:.3f}")
-        tracker.client.set_tag(tracker.run_id, "backprop_lab.seconds.outputs",
-                               f"{artifacts_seconds:.3f}")
+            tracker.backend.log_artifacts(tracker.run_id, _artifact_specs(ctx.output_dir))
+        timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
     finally:
-        tracker.end(outcome, reason)
+        tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
 
 
 def task(cfg: DictConfig) -> dict:

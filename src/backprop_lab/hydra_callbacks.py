@@ -188,12 +188,12 @@ class TrackingCallback(Callback):
         if summaries:
             write_runs_csv(summaries, sweep_dir / "runs.csv")
         if self.parent_run_id:
-            from backprop_lab.tracking import client_for, end_run
+            from backprop_lab.tracking import ArtifactSpec, end_run, open_store
 
-            client = client_for(self.uri)
-            for name in ("runs.csv", "multirun.yaml"):  # the sweep's table and config
-                if (sweep_dir / name).exists():
-                    client.log_artifact(self.parent_run_id, str(sweep_dir / name))
+            # The sweep's table and config.
+            open_store(self.uri).log_artifacts(
+                self.parent_run_id,
+                [ArtifactSpec(sweep_dir / name) for name in ("runs.csv", "multirun.yaml")])
             total = self.n_jobs or len(summaries)
             reason = f"{problems} of {total} jobs failed" if problems else None
             end_run(self.uri, self.parent_run_id, "failed" if problems else "finished", reason,

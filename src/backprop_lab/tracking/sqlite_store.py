@@ -1,0 +1,306 @@
+"""MLflow's SQLite store, written with the standard library's ``sqlite3``.
+
+The rows are the ones MLflow's own ``SqlAlchemyStore`` writes (same tables, same columns, same
+encodings), so MLflow's client, ``mlflow ui`` and ``search_runs`` read them as their own:
+
+- ``metrics``: one row per (key, step) with ``is_nan``; NaN is stored as value 0 with
+  ``is_nan = 1`` and +/-inf as +/-1.797e308 (``sys.float_info.max``), as MLflow does.
+- ``latest_metrics``: per (run, key) the row with the greatest (step, timestamp, value), kept by
+  one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` per key and batch.
+- ``runs``, ``tags`` (``mlflow.runName`` included), ``params``, ``experiments``.
+- artifacts of a local (``file:``) artifact location are copied into
+  ``<artifact_uri>/<artifact_path>/`` as MLflow's LocalArtifactRepository does.
+
+Why: MLflow's ``log_batch`` builds ORM objects for every value and queries ``latest_metrics`` key
+by key, which costs far more per value than the database's own insert (``benchmarks/`` measures
+both, with a raw ``executemany`` as the floor). A new store is made from the schema MLflow's
+migrations produce (``mlflow_schema.sql``, dumped from the pinned MLflow and checked against it by
+the tests) in a temporary file that is linked into place atomically, so any number of processes
+can create the same store at once and no migration runs. A store whose schema revision differs
+(made by another MLflow version) is not written here: :func:`open_sqlite` raises
+:class:`SchemaMismatch` and the caller falls back to MLflow's client.
+
+Write transactions start with ``BEGIN IMMEDIATE`` and wait up to ``timeout`` seconds for other
+writers (two sweeps into one store take turns).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, repeat
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+SCHEMA_FILE = Path(__file__).with_name("mlflow_schema.sql")
+MAX_FLOAT = sys.float_info.max  # what MLflow stores for +inf
+DEFAULT_EXPERIMENT_NAME = "Default"
+WORKSPACE = "default"
+RUN_NAME_TAG = "mlflow.runName"
+TAG_VALUE_LIMIT = 8000  # the tags.value column
+
+
+class SchemaMismatch(RuntimeError):
+    """The store's schema revision is not the one this module writes."""
+
+
+def schema_revision(schema: str | None = None) -> str:
+    """The alembic revision recorded in ``mlflow_schema.sql``."""
+    schema = SCHEMA_FILE.read_text() if schema is None else schema
+    found = re.search(r"INSERT INTO \"alembic_version\" VALUES\('([0-9a-f]+)'\)", schema)
+    if found is None:
+        raise SchemaMismatch(f"{SCHEMA_FILE} records no alembic revision")
+    return found.group(1)
+
+
+def dump_schema(db: Path) -> str:
+    """The schema of an MLflow SQLite store as SQL: tables, indexes, the alembic revision and the
+    default workspace; without the default experiment, which :func:`create_store` makes with its
+    own path and time."""
+    con = sqlite3.connect(db)
+    try:
+        lines = [line for line in con.iterdump()
+                 if not line.startswith('INSERT INTO "experiments"')]
+    finally:
+        con.close()
+    return "\n".join(lines) + "\n"
+
+
+def create_store(path: Path) -> bool:
+    """Create an MLflow store at ``path`` unless one exists; True if this call created it.
+
+    The schema goes into a temporary file beside ``path``, which ``os.link`` then puts in place
+    only if nothing is there yet: concurrent callers never see a half-made store.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            con.executescript(SCHEMA_FILE.read_text())
+            now = _now_ms()
+            con.execute(
+                "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage,"
+                " creation_time, last_update_time, workspace) VALUES (0, ?, ?, 'active', ?, ?, ?)",
+                (DEFAULT_EXPERIMENT_NAME, str(path.parent / "mlruns" / "0"), now, now, WORKSPACE),
+            )
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def local_artifact_dir(artifact_uri: str) -> Path | None:
+    """The folder of a ``file:`` URI or plain path; None for remote artifact stores."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path if parsed.scheme else artifact_uri))
+    return None
+
+
+def sanitize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(stored values, is_nan) as MLflow stores floats: NaN -> 0 with is_nan, +/-inf -> +/-max."""
+    is_nan = np.isnan(values)
+    stored = np.clip(np.where(is_nan, 0.0, values), -MAX_FLOAT, MAX_FLOAT)
+    return stored, is_nan
+
+
+class SqliteStore:
+    """One connection to an MLflow SQLite store; see the module docstring."""
+
+    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.created = create_store(self.path)
+        self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
+        try:
+            found = self.con.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.con.close()
+            raise SchemaMismatch(f"{self.path} is not an MLflow store: {exc}") from exc
+        expected = schema_revision()
+        if found is None or found[0] != expected:
+            self.con.close()
+            raise SchemaMismatch(
+                f"{self.path} has schema revision {found[0] if found else None}, "
+                f"this writer knows {expected}")
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path})"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _transaction(self, statements: Iterable[tuple[str, Iterable | Sequence]]) -> None:
+        """Run (sql, rows) pairs in one write transaction; rows are executemany's parameters."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in statements:
+                con.executemany(sql, rows)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    # -- experiments and runs -------------------------------------------------------------------
+    def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
+        """The id of the active experiment ``name``, created with ``artifact_location`` if new."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            row = con.execute(
+                "SELECT experiment_id, lifecycle_stage FROM experiments"
+                " WHERE name = ? AND workspace = ?", (name, WORKSPACE)).fetchone()
+            if row is None:
+                now = _now_ms()
+                cursor = con.execute(
+                    "INSERT INTO experiments (name, artifact_location, lifecycle_stage,"
+                    " creation_time, last_update_time, workspace)"
+                    " VALUES (?, ?, 'active', ?, ?, ?)",
+                    (name, artifact_location, now, now, WORKSPACE))
+                row = (cursor.lastrowid, "active")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        if row[1] != "active":
+            raise ValueError(f"experiment {name!r} in {self.path} is deleted: restore it "
+                             "(mlflow experiments restore) or choose another tracking.experiment")
+        return str(row[0])
+
+    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str],
+                   params: Mapping[str, str]) -> str:
+        """A new RUNNING run with its tags and params, as MLflow's ``create_run`` makes it."""
+        run_id = uuid.uuid4().hex
+        row = self.con.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?",
+                               (int(experiment_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"no experiment with id {experiment_id} in {self.path}")
+        artifact_uri = f"{row[0].rstrip('/')}/{run_id}/artifacts"
+        tags = {RUN_NAME_TAG: run_name, **tags}
+        user = tags.get("mlflow.user", "unknown")
+        self._transaction([
+            ("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name,"
+             " user_id, status, start_time, end_time, source_version, lifecycle_stage,"
+             " artifact_uri, experiment_id, deleted_time)"
+             " VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
+             [(run_id, run_name, user, _now_ms(), artifact_uri, int(experiment_id))]),
+            ("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+             [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()]),
+            ("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+             [(k, v, run_id) for k, v in params.items()]),
+        ])
+        return run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self._transaction([("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                            [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()])])
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
+        """Set tags, then the terminal ``status`` and the end time, in one transaction."""
+        self._transaction([
+            ("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+             [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()]),
+            ("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+             [(status, _now_ms(), run_id)]),
+        ])
+
+    # -- metrics --------------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, names: Sequence[str], steps: np.ndarray,
+                    values: np.ndarray, timestamps: np.ndarray) -> None:
+        """Write a block of history: metric ``names[i]`` took ``values[i, j]`` at ``steps[j]``.
+
+        Shapes: names (k,), steps (n,) int, values (k, n) float, timestamps (n,) int
+        (milliseconds since the epoch). One transaction: k * n ``metrics`` rows and k
+        ``latest_metrics`` upserts.
+        """
+        k, n = values.shape
+        if k == 0 or n == 0:
+            return
+        stored, is_nan = sanitize(np.asarray(values, dtype=np.float64))
+        step_list, time_list = steps.tolist(), timestamps.tolist()
+        rows = chain.from_iterable(
+            zip(repeat(name), row, time_list, repeat(run_id), step_list, nan_row)
+            for name, row, nan_row in zip(names, stored.tolist(), is_nan.tolist())
+        )
+        # The latest value of each key in this block: greatest (step, timestamp, value).
+        order = np.lexsort((stored, np.broadcast_to(timestamps, (k, n)),
+                            np.broadcast_to(steps, (k, n))), axis=-1)[:, -1]
+        pick = (np.arange(k), order)
+        latest = zip(names, stored[pick].tolist(), timestamps[order].tolist(),
+                     steps[order].tolist(), is_nan[pick].tolist(), repeat(run_id))
+        self._transaction([
+            ("INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan)"
+             " VALUES (?, ?, ?, ?, ?, ?)", rows),
+            ("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)"
+             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, run_uuid) DO UPDATE SET"
+             " value = excluded.value, timestamp = excluded.timestamp, step = excluded.step,"
+             " is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value)"
+             " > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)", latest),
+        ])
+
+    # -- artifacts ------------------------------------------------------------------------------
+    def artifact_dir(self, run_id: str) -> Path | None:
+        """The run's local artifact folder (None when artifacts live in a remote store)."""
+        row = self.con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?",
+                               (run_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"no run {run_id} in {self.path}")
+        return local_artifact_dir(row[0])
+
+    @staticmethod
+    def copy_artifact(local: Path, root: Path, artifact_path: str | None) -> None:
+        """A file or a folder's contents into ``root/artifact_path`` (MLflow's local layout)."""
+        target = root / artifact_path if artifact_path else root
+        if local.is_dir():
+            shutil.copytree(local, target, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target / local.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backprop_lab.tracking.sqlite_store --write-schema``: regenerate the schema
+    file from the installed MLflow (after an MLflow upgrade)."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--write-schema", action="store_true",
+                        help=f"dump a fresh MLflow store's schema into {SCHEMA_FILE.name}")
+    args = parser.parse_args(argv)
+    if not args.write_schema:
+        parser.print_help()
+        return 0
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "mlflow.db"
+        MlflowClient(f"sqlite:///{db}").search_experiments()  # creates and migrates
+        SCHEMA_FILE.write_text(dump_schema(db))
+    print(f"wrote {SCHEMA_FILE} (revision {schema_revision()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

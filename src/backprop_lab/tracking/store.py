@@ -1,0 +1,222 @@
+"""One interface to write runs into an MLflow store, whatever the store is.
+
+:func:`open_store` returns
+
+- :class:`SqliteBackend` for a ``sqlite:///`` store whose schema this package writes (a new one
+  included): rows written directly with ``sqlite3`` (see sqlite_store.py). mlflow is not
+  imported at all, unless the store's artifacts live somewhere remote.
+- :class:`MlflowBackend` for everything else (a tracking server over HTTP, PostgreSQL or MySQL
+  URIs, SQLite stores of another MLflow version): MLflow's own ``MlflowClient``. Over HTTP,
+  metric batches are sent by a pool of threads, several requests in flight, so training does not
+  wait for the server; :meth:`Backend.flush` waits for every batch sent so far and raises the
+  first error.
+
+Both take metrics as blocks of history (names (k,), steps (n,), values (k, n), timestamps (n,))
+and store them as MLflow would: NaN kept as NaN, +/-inf clamped to +/-1.797e308.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import functools  # noqa: E402
+from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
+from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Protocol  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE = 6000
+HTTP_REQUESTS_IN_FLIGHT = 4
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass
+class ArtifactSpec:
+    """A local file or folder and where it goes in the run's artifacts."""
+
+    local: Path
+    artifact_path: str | None = None  # folder inside the run's artifacts; None = top level
+
+
+def text(value: Any) -> str:
+    """A param or tag value as MLflow accepts it (at most 6000 characters)."""
+    return str(value)[:MAX_PARAM_VALUE]
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for anything else or ``:memory:``)."""
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+class Backend(Protocol):
+    uri: str
+
+    def ensure_experiment(self, name: str, artifact_location: str | None) -> str: ...
+
+    def create_run(self, experiment_id: str, run_name: str, params: Mapping[str, Any],
+                   tags: Mapping[str, Any]) -> str: ...
+
+    def log_metrics(self, run_id: str, names: Sequence[str], steps: np.ndarray,
+                    values: np.ndarray, timestamps: np.ndarray) -> None: ...
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+
+    def log_artifacts(self, run_id: str, specs: Iterable[ArtifactSpec]) -> None: ...
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class SqliteBackend:
+    """Writes with :class:`~backprop_lab.tracking.sqlite_store.SqliteStore`."""
+
+    def __init__(self, uri: str, store) -> None:
+        self.uri = uri
+        self.store = store
+
+    def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
+        return self.store.ensure_experiment(name, artifact_location)
+
+    def create_run(self, experiment_id, run_name, params, tags) -> str:
+        return self.store.create_run(experiment_id, run_name,
+                                     {k: text(v) for k, v in tags.items()},
+                                     {k: text(v) for k, v in params.items()})
+
+    def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
+        self.store.log_metrics(run_id, names, steps, values, timestamps)
+
+    def set_tags(self, run_id, tags) -> None:
+        self.store.set_tags(run_id, {k: text(v) for k, v in tags.items()})
+
+    def log_artifacts(self, run_id, specs) -> None:
+        root = self.store.artifact_dir(run_id)
+        if root is None:  # a remote artifact store: MLflow's artifact repositories
+            MlflowBackend(self.uri).log_artifacts(run_id, specs)
+            return
+        for spec in specs:
+            if spec.local.exists():
+                self.store.copy_artifact(spec.local, root, spec.artifact_path)
+
+    def end_run(self, run_id, status, tags) -> None:
+        self.store.end_run(run_id, status, {k: text(v) for k, v in tags.items()})
+
+    def flush(self) -> None:  # every call above has committed before it returned
+        pass
+
+
+class MlflowBackend:
+    """Writes through ``MlflowClient``; metric batches in background threads over HTTP."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        remote = urlparse(uri).scheme in ("http", "https")
+        self._pool = (ThreadPoolExecutor(HTTP_REQUESTS_IN_FLIGHT, thread_name_prefix="mlflow-send")
+                      if remote else None)
+        self._pending: list[Future] = []
+
+    def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage != "active":
+                raise ValueError(f"experiment {name!r} in {self.uri} is deleted: restore it "
+                                 "(mlflow experiments restore) or choose another "
+                                 "tracking.experiment")
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created meanwhile by another process
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def create_run(self, experiment_id, run_name, params, tags) -> str:
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                        tags={k: text(v) for k, v in tags.items()}).info.run_id
+        items = [Param(k, text(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH],
+                                  synchronous=True)
+        return run_id
+
+    def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
+        from mlflow.entities import Metric
+
+        step_list, time_list = steps.tolist(), timestamps.tolist()
+        metrics = [Metric(name, value, ts, step)
+                   for name, row in zip(names, np.asarray(values, dtype=np.float64).tolist())
+                   for value, ts, step in zip(row, time_list, step_list)]
+        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            chunk = metrics[i : i + MAX_METRICS_PER_BATCH]
+            if self._pool is None:
+                self.client.log_batch(run_id, metrics=chunk, synchronous=True)
+            else:
+                self._pending.append(self._pool.submit(
+                    self.client.log_batch, run_id, metrics=chunk, synchronous=True))
+
+    def set_tags(self, run_id, tags) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, text(v)) for k, v in tags.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH],
+                                  synchronous=True)
+
+    def log_artifacts(self, run_id, specs) -> None:
+        for spec in specs:
+            if spec.local.is_dir():
+                self.client.log_artifacts(run_id, str(spec.local), spec.artifact_path)
+            elif spec.local.exists():
+                self.client.log_artifact(run_id, str(spec.local), spec.artifact_path)
+
+    def end_run(self, run_id, status, tags) -> None:
+        self.flush()
+        self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status=status)
+
+    def flush(self) -> None:
+        """Wait for every metric batch sent so far; raise the first error among them."""
+        pending, self._pending = self._pending, []
+        error = None
+        for future in pending:
+            exc = future.exception()
+            error = error or exc
+        if error is not None:
+            raise error
+
+
+def open_store(uri: str) -> Backend:
+    """The backend for ``uri`` (an absolute tracking URI), one per process and URI."""
+    return _open(uri, os.getpid())
+
+
+@functools.cache
+def _open(uri: str, pid: int) -> Backend:
+    from backprop_lab.tracking.sqlite_store import SchemaMismatch, SqliteStore
+
+    path = sqlite_path(uri)
+    if path is not None:
+        try:
+            return SqliteBackend(uri, SqliteStore(path))
+        except SchemaMismatch:
+            pass  # another MLflow version's store: MLflow's client knows how to handle it
+    return MlflowBackend(uri)
