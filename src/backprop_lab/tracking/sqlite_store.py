@@ -62,16 +62,21 @@ def schema_revision(schema: str | None = None) -> str:
 
 
 def dump_schema(db: Path) -> str:
-    """The schema of an MLflow SQLite store as SQL: tables, indexes, the alembic revision and the
-    default workspace; without the default experiment, which :func:`create_store` makes with its
-    own path and time."""
+    """The schema of an MLflow SQLite store as SQL: tables, the alembic revision and the default
+    workspace, then indexes; without the default experiment, which :func:`create_store` makes
+    with its own path and time. Statements are sorted (migrations create indexes in no fixed
+    order), so the same schema always dumps to the same text."""
     con = sqlite3.connect(db)
     try:
-        lines = [line for line in con.iterdump()
-                 if not line.startswith('INSERT INTO "experiments"')]
+        statements = list(con.iterdump())
     finally:
         con.close()
-    return "\n".join(lines) + "\n"
+    body = [s for s in statements if s not in ("BEGIN TRANSACTION;", "COMMIT;")]
+    tables = sorted(s for s in body if s.startswith("CREATE TABLE"))
+    rows = sorted(s for s in body
+                  if s.startswith("INSERT INTO") and not s.startswith('INSERT INTO "experiments"'))
+    others = sorted(s for s in body if not s.startswith(("CREATE TABLE", "INSERT INTO")))
+    return "\n".join(["BEGIN TRANSACTION;", *tables, *rows, *others, "COMMIT;"]) + "\n"
 
 
 def create_store(path: Path) -> bool:
