@@ -151,3 +151,36 @@ def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypa
     logged = client.get_metric_history(run.info.run_id, "train/loss")
     saved = (tmp_path / "job" / "history.csv").read_text().splitlines()
     assert len(logged) == len(saved) - 1 > 20  # everything recorded was flushed and saved
+
+
+@pytest.mark.parametrize("sweep", [
+    ["activation=sigmoid,tanh,relu"],
+    ["model=mlp,deep", "optimizer.lr=0.1,0.2", "seed=1"],
+    ["experiment=vanishing_gradients", "model.depth=2,5", "activation=relu,tanh"],
+    ["optimizer=momentum,adam", "++optimizer.weight_decay=0.01", "epochs=5,6"],
+])
+def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
+    """job_configs composes once per distinct group choice and applies value overrides on top:
+    every job's config must equal the one Hydra composes for that job from scratch."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, read_write
+
+    from backprop_lab.config import CONF_DIR, register_configs
+    from backprop_lab.hydra_callbacks import job_configs, sweep_jobs, task_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        # As Hydra's multirun composes it: the fixed overrides applied, the sweep recorded.
+        master = compose("config", overrides=[o for o in sweep if "," not in o],
+                         return_hydra_config=True)
+        with read_write(master):
+            master.hydra.overrides.task = sweep
+        jobs, _ = sweep_jobs(master)
+        assert len(jobs) > 1
+        loader = GlobalHydra.instance().hydra.config_loader
+        fast = job_configs(master, jobs)
+        for overrides, cfg in zip(jobs, fast, strict=True):
+            full = task_config(loader.load_sweep_config(master_config=master,
+                                                        sweep_overrides=overrides))
+            assert OmegaConf.to_container(cfg) == OmegaConf.to_container(full), overrides
