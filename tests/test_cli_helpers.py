@@ -184,3 +184,19 @@ def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
             full = task_config(loader.load_sweep_config(master_config=master,
                                                         sweep_overrides=overrides))
             assert OmegaConf.to_container(cfg) == OmegaConf.to_container(full), overrides
+
+
+def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:
+    """history.csv is written without pandas, in the layout the analysis reads with pandas."""
+    import math
+
+    from backprop_lab.run_outputs import write_history_csv
+
+    history = filled_history(7)
+    history.scalars["train/loss"][:] = [0.1, math.nan, math.inf, -math.inf, 1e-300, 123456789.123,
+                                        -0.0]
+    history.layers["grad_norm"][2, 1] = math.nan
+    history.n_rows = 6  # the last row not complete: not written
+    write_history_csv(history, tmp_path / "ours.csv")
+    history.to_frame().to_csv(tmp_path / "pandas.csv", float_format="%.9g")
+    assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()

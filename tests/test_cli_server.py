@@ -55,7 +55,8 @@ def server(tmp_path: Path):
 
 
 def test_sweep_into_a_tracking_server(run_cli, server, client_for, tmp_path):
-    result = run_cli("-m", "activation=tanh,relu", "epochs=3", f"tracking.uri={server}")
+    result = run_cli("-m", "activation=tanh,relu", "epochs=3", "figures=true",
+                     f"tracking.uri={server}")
     assert result.returncode == 0, result.stderr
     client = client_for(server)
     parents, jobs = split_roles(runs_of(client))

@@ -23,12 +23,11 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from backprop_lab.config import (  # noqa: E402
     CONF_DIR,
@@ -41,6 +40,7 @@ from backprop_lab.config import (  # noqa: E402
 )
 from backprop_lab.job_context import JobContext  # noqa: E402
 from backprop_lab.progress import ProgressBar, grad_ratio, summary_line  # noqa: E402
+from backprop_lab.run_outputs import artifact_specs, save_outputs  # noqa: E402
 
 SUMMARY_FILE = "summary.json"
 log = logging.getLogger(__name__)
@@ -120,45 +120,6 @@ def derived_params(built: Built) -> dict[str, Any]:
     }
 
 
-def save_outputs(cfg: DictConfig, built: Built, history, histograms, folder: Path,
-                 *, figures: bool, title: str) -> None:
-    """config.yaml, weights.npz, history.csv, histograms.npz and figures/ into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(to_plain(cfg)))
-    net = built.net
-    arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
-    arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
-    np.savez(folder / "weights.npz", sizes=np.array(net.sizes), **arrays)
-    if history is not None and history.n_rows:
-        history.to_frame().to_csv(folder / "history.csv", float_format="%.9g")
-    if histograms:
-        np.savez_compressed(
-            folder / "histograms.npz",
-            epoch=np.array([h.epoch for h in histograms]),
-            layer=np.array([h.layer for h in histograms]),
-            kind=np.array([h.kind for h in histograms]),
-            counts=np.stack([h.counts for h in histograms]),
-            edges=np.stack([h.edges for h in histograms]),
-        )
-    if figures and history is not None and history.n_rows:
-        from backprop_lab.run_figures import save_run_figures
-
-        save_run_figures(net, built.dataset, history, folder / "figures", title)
-
-
-def _artifact_specs(folder: Path):
-    from backprop_lab.tracking import ArtifactSpec
-
-    return [
-        ArtifactSpec(folder / "config.yaml"),
-        ArtifactSpec(folder / ".hydra", "hydra"),
-        ArtifactSpec(folder / "weights.npz"),
-        ArtifactSpec(folder / "history.csv"),
-        ArtifactSpec(folder / "histograms.npz"),
-        ArtifactSpec(folder / "figures", "figures"),
-    ]
-
-
 def _summary(ctx: JobContext, cfg: DictConfig, outcome: str, reason: str | None,
              history, run_id: str | None, seconds: float, n_layers: int | None) -> dict:
     final = history.final() if history is not None else {}
@@ -236,7 +197,8 @@ def train_and_track(cfg: DictConfig) -> dict:
 
     history = result.history if result is not None else holder.history
     histograms = result.histograms if result is not None else []
-    _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, figures=cfg.figures)
+    figures = cfg.figures if cfg.figures is not None else not ctx.multirun
+    _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, figures=figures)
     summary = _finish(ctx, cfg, _summary(ctx, cfg, outcome, reason, history,
                                          tracker.run_id if tracker else None,
                                          time.perf_counter() - tic, built.net.n_layers))
@@ -293,8 +255,8 @@ def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, 
             warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
     tic = time.perf_counter()
     try:
-        save_outputs(cfg, built, history, histograms, ctx.output_dir, figures=figures,
-                     title=ctx.run_name)
+        save_outputs(cfg, built.net, built.dataset, history, histograms, ctx.output_dir,
+                     figures=figures, title=ctx.run_name)
     except Exception as exc:
         warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
     if tracker is None:
@@ -302,7 +264,7 @@ def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, 
     timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
     try:
         if cfg.tracking.log_artifacts:
-            tracker.backend.log_artifacts(tracker.run_id, _artifact_specs(ctx.output_dir))
+            tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
         timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
     finally:
         tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)

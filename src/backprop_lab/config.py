@@ -132,7 +132,10 @@ class Config:
     diagnostics: bool = True  # per-layer gradient/activation statistics every epoch
     histogram_every: int = 100  # weight/grad/activation histograms every n epochs; 0 = none
     progress: bool = True  # tqdm bar per run
-    figures: bool = True  # curves and decision boundary (2-D data) in the run's folder
+    # The run's figures (curves, decision boundary, gradient flow) in its folder and artifacts.
+    # null: for a single run, not for each job of a sweep (render any run's later with
+    # `python -m backprop_lab.run_figures RUN_ID`); true/false: always/never.
+    figures: bool | None = None
 
 
 # Schemas live under schema/ (not in the groups themselves, so `--help` and Hydra's "available

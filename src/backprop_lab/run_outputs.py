@@ -1,0 +1,70 @@
+"""What a job saves into its folder, and which of it goes to MLflow as artifacts.
+
+    config.yaml      the job's resolved config
+    weights.npz      sizes and W1..WL, b1..bL of the trained network
+    history.csv      every metric of every epoch: an ``epoch`` column, then one column per
+                     MLflow metric name; 9 significant digits, NaN as an empty field
+    histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65))
+    figures/         the run's figures (run_figures.py), when asked for
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from backprop_lab.config import to_plain
+
+HISTORY_FILE = "history.csv"
+
+
+def write_history_csv(history, path: Path) -> None:
+    """The History's complete rows as CSV (the layout of ``History.to_frame().to_csv``)."""
+    names, columns = zip(*history.metric_items())
+    values = np.column_stack(columns)  # (rows, metrics)
+    line = ",".join(["%d"] + ["%.9g"] * len(names))
+    with path.open("w") as f:
+        f.write(",".join(("epoch", *names)) + "\n")
+        for epoch, row in enumerate(values.tolist()):
+            f.write((line % (epoch, *row)).replace("nan", "") + "\n")
+
+
+def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Path,
+                 *, figures: bool, title: str) -> None:
+    """config.yaml, weights.npz, history.csv, histograms.npz and figures/ into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(to_plain(cfg)))
+    arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
+    arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
+    np.savez(folder / "weights.npz", sizes=np.array(net.sizes), **arrays)
+    if history is not None and history.n_rows:
+        write_history_csv(history, folder / HISTORY_FILE)
+    if histograms:
+        np.savez_compressed(
+            folder / "histograms.npz",
+            epoch=np.array([h.epoch for h in histograms]),
+            layer=np.array([h.layer for h in histograms]),
+            kind=np.array([h.kind for h in histograms]),
+            counts=np.stack([h.counts for h in histograms]),
+            edges=np.stack([h.edges for h in histograms]),
+        )
+    if figures and history is not None and history.n_rows:
+        from backprop_lab.run_figures import save_run_figures
+
+        save_run_figures(net, dataset, history, folder / "figures", title)
+
+
+def artifact_specs(folder: Path) -> list:
+    """The files of a job's folder that are logged to its run (missing ones are skipped)."""
+    from backprop_lab.tracking import ArtifactSpec
+
+    return [
+        ArtifactSpec(folder / "config.yaml"),
+        ArtifactSpec(folder / ".hydra", "hydra"),
+        ArtifactSpec(folder / "weights.npz"),
+        ArtifactSpec(folder / HISTORY_FILE),
+        ArtifactSpec(folder / "histograms.npz"),
+        ArtifactSpec(folder / "figures", "figures"),
+    ]
