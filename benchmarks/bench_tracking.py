@@ -1,37 +1,39 @@
-"""Benchmark 3: what MLflow tracking adds to a run: ours (buffered) against naive logging.
+"""Benchmark 3: what tracking costs end to end, and our writer against the database's floor.
 
-Three variants of the same job (config composed by Hydra exactly as ``train.py`` does, built by
-``backprop_lab.app.build``), interleaved:
+Whole commands, as a user runs them, each variant measured side by side in this run,
+interleaved, medians of the repeats, one BLAS thread:
 
-- untracked: ``train()`` alone;
-- ours: the harness's tracking as ``app.py`` uses it: ``tracking.create_run`` (params, tags),
-  a ``tracking.RunTracker`` training callback (buffered ``log_batch``), ``tracker.end``;
-- naive: ``mlflow.start_run``, ``mlflow.log_params``, and a callback calling
-  ``mlflow.log_metric`` once per value (as most tutorials do), ``mlflow.end_run``.
-
-Both tracked variants log the same values (every metric of every logged history row) to a fresh
-SQLite store in a temporary folder. Added time = tracked - untracked. Importing mlflow and
-creating/migrating the store happen once per process, so they are measured separately and left
-out of the per-run figures. Artifacts and figures (which the harness also logs) are left out
-too: this benchmark is about metrics, the part that grows with epochs and layers.
+1. the flagship ``python train.py -m activation=sigmoid,tanh,relu`` into a fresh SQLite store,
+   against the same command with ``tracking=none`` (every metric, every epoch: 93,093 values);
+2. that ``tracking=none`` command against ``python train.py --cfg job`` (start-up and Hydra's
+   composition alone): what the harness costs around the engine;
+3. ``-m experiment=vanishing_gradients`` (36 runs, every metric every epoch) tracked into a
+   fresh store against ``tracking=none``;
+4. per value: our SQLite writer (``SqliteStore.log_metrics`` on the tracker's blocks) against
+   the floor, a raw ``sqlite3`` ``executemany`` of the same, ready-made rows into MLflow's
+   ``metrics`` table; and MLflow's own ``MlflowClient.log_batch`` (1000 a call) for reference;
+5. the flagship through the PostgreSQL-backed tracking server (scripts/tracking_server.py)
+   against into SQLite (needs PostgreSQL's server programs and the cluster extra).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import chain, repeat
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.common import (
     REPO_ROOT,
     Row,
     Table,
-    at_least,
+    at_most,
     fmt_time,
     has_module,
     interleaved,
@@ -39,268 +41,220 @@ from benchmarks.common import (
     subprocess_env,
 )
 
-GOAL = 25.0
-EXPERIMENTS = REPO_ROOT / "experiments"
+TRAIN = str(REPO_ROOT / "train.py")
+FLAGSHIP = ["-m", "activation=sigmoid,tanh,relu"]
+STUDY = ["-m", "experiment=vanishing_gradients"]
 
 
-def compose(overrides: list[str]):
-    """The job config ``train.py <overrides>`` would run (Hydra's compose API)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+class Commands:
+    """Runs ``train.py`` variants in subprocesses, each into its own folders under ``root``."""
 
-    from backprop_lab.config import CONF_DIR, register_configs
+    def __init__(self, root: Path, threads: int) -> None:
+        self.root = root
+        self.env = subprocess_env(threads)
+        self.count = 0
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench"):
-        return hydra_compose("config", overrides=overrides)
-
-
-def deepest_vanishing_overrides() -> tuple[list[str], str]:
-    """Overrides for the deepest network of experiments/vanishing_gradients.yaml's sweep (other
-    swept keys at their first value), and a description."""
-    from omegaconf import OmegaConf
-
-    exp = OmegaConf.load(EXPERIMENTS / "vanishing_gradients.yaml")
-    params = dict(OmegaConf.select(exp, "hydra.sweeper.params") or {})
-    overrides = ["experiment=vanishing_gradients"]
-    for key, values in params.items():
-        choices = [v.strip() for v in str(values).split(",")]
-        if key == "model.depth":
-            value = str(max(int(v) for v in choices))
-        else:
-            value = choices[0]
-        overrides.append(f"{key}={value}")
-    return overrides, " ".join(overrides[1:])
-
-
-def mlflow_import_seconds(threads: int, repeats: int) -> float:
-    """``import mlflow`` in a fresh interpreter (median)."""
-    code = "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)"
-    times = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=subprocess_env(threads), check=True, timeout=300)
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return median(times)
-
-
-class NaiveLogger:
-    """Training callback: one ``mlflow.log_metric`` call per value of every logged row."""
-
-    def __init__(self, log_every: int) -> None:
-        self.log_every = log_every
-        self.values = 0
-
-    def _log_row(self, epoch: int, history) -> None:
-        import mlflow
-
-        for name, values in history.metric_items(epoch, epoch + 1):
-            mlflow.log_metric(name, float(values[0]), step=epoch)
-            self.values += 1
-
-    def on_epoch_end(self, epoch: int, history) -> None:
-        if epoch % self.log_every == 0:
-            self._log_row(epoch, history)
-
-    def on_train_end(self, result) -> None:
-        last = result.history.n_rows - 1
-        if last % self.log_every:
-            self._log_row(last, result.history)
-
-
-class Job:
-    """One composed config, with the three ways of running it."""
-
-    def __init__(self, cfg, uri: str, experiment_id: str) -> None:
-        from backprop_lab.app import derived_params
-        from backprop_lab.config import flatten, to_plain
-        from backprop_lab.tracking import ROLE_TAG
-
-        self.cfg, self.uri, self.experiment_id = cfg, uri, experiment_id
-        built = self.build()
-        self.params = flatten(to_plain(cfg)) | derived_params(built)
-        self.tags = {ROLE_TAG: "job", "backprop_lab.benchmark": "tracking"}
-        self.values_ours = 0
-        self.values_naive = 0
-
-    def build(self):
-        from backprop_lab.app import build
-
-        return build(self.cfg)
-
-    def _train(self, built, callbacks=()):
-        from backprop_lab.training import train
-
-        return train(built.net, built.dataset, built.optimizer, epochs=self.cfg.epochs,
-                     batch_size=built.batch_size, callbacks=list(callbacks),
-                     diagnostics=self.cfg.diagnostics,
-                     histogram_every=self.cfg.histogram_every, rng=built.shuffle_rng)
-
-    def untracked(self) -> float:
-        built = self.build()
+    def timed(self, args: list[str], store: str | None = None) -> float:
+        """Wall seconds of ``python train.py ARGS`` (a fresh SQLite store unless ``store``)."""
+        self.count += 1
+        folder = self.root / f"c{self.count}"
+        extra = [f"hydra.sweep.dir={folder / 'sweep'}", f"hydra.run.dir={folder / 'run'}"]
+        if "--cfg" in args:
+            extra = []
+        elif "tracking=none" not in args:
+            uri = store or f"sqlite:///{folder / 'mlflow.db'}"
+            extra.append(f"tracking.uri={uri}")
         tic = time.perf_counter()
-        self._train(built)
-        return time.perf_counter() - tic
-
-    def ours(self) -> float:
-        from backprop_lab import tracking
-
-        built = self.build()
-        tic = time.perf_counter()
-        run_id = tracking.create_run(self.uri, self.experiment_id, "ours", params=self.params,
-                                     tags=self.tags)
-        tracker = tracking.RunTracker(self.uri, run_id, log_every=self.cfg.tracking.log_every)
-        result = self._train(built, [tracker])
-        tracker.flush(final=True)
-        tracker.end(result.status)
+        done = subprocess.run([sys.executable, TRAIN, *args, *extra], cwd=self.root,
+                              env=self.env, capture_output=True, text=True, timeout=3600)
         seconds = time.perf_counter() - tic
-        self.values_ours = tracker.values_logged
+        if done.returncode != 0:
+            raise RuntimeError(f"train.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        shutil.rmtree(folder, ignore_errors=True)
         return seconds
 
-    def naive(self) -> float:
-        import mlflow
 
-        built = self.build()
-        mlflow.set_tracking_uri(self.uri)
-        logger = NaiveLogger(self.cfg.tracking.log_every)
+def _flagship_rows(table: Table, commands: Commands, repeats: int, quick: bool) -> None:
+    size = ["epochs=20"] if quick else []
+    times = interleaved({
+        "cfg": lambda: commands.timed(["--cfg", "job"]),
+        "none": lambda: commands.timed([*FLAGSHIP, *size, "tracking=none"]),
+        "tracked": lambda: commands.timed([*FLAGSHIP, *size]),
+    }, repeats)
+    cfg, none, tracked = (median(times[k]) for k in ("cfg", "none", "tracked"))
+    epochs = 20 if quick else 1000
+    table.add(Row(
+        case=f"flagship tracked (fresh SQLite store) / tracking=none, {epochs} epochs",
+        ratio=tracked / none, goal=at_most(1.3),
+        cells={"tracked": fmt_time(tracked), "tracking=none": fmt_time(none),
+               "values": f"{3 * 31 * (epochs + 1):,}"},
+        values={"tracked_s": tracked, "none_s": none}))
+    table.add(Row(
+        case="flagship tracking=none / `train.py --cfg job`",
+        ratio=none / cfg, goal=at_most(3.0),
+        cells={"tracking=none": fmt_time(none), "--cfg job": fmt_time(cfg)},
+        values={"none_s": none, "cfg_s": cfg}))
+
+
+def _study_row(table: Table, commands: Commands, repeats: int, quick: bool) -> None:
+    size = ["epochs=5", "model.depth=2,5", "seed=0"] if quick else []
+    times = interleaved({
+        "none": lambda: commands.timed([*STUDY, *size, "tracking=none"]),
+        "tracked": lambda: commands.timed([*STUDY, *size]),
+    }, repeats, warmup=0)
+    none, tracked = median(times["none"]), median(times["tracked"])
+    table.add(Row(
+        case="vanishing_gradients study (log_every 1) tracked / tracking=none"
+             + (" (quick: shrunk)" if quick else ", 36 runs"),
+        ratio=tracked / none, goal=at_most(1.3),
+        cells={"tracked": fmt_time(tracked), "tracking=none": fmt_time(none)},
+        values={"tracked_s": tracked, "none_s": none}))
+
+
+def _blocks(n_metrics: int, rows: int, block_rows: int, seed: int = 0):
+    """(names, steps, values, timestamps) blocks as the tracker writes them."""
+    rng = np.random.default_rng(seed)
+    names = [f"metric_{i}/layer_{i % 7}" for i in range(n_metrics)]
+    values = rng.normal(size=(n_metrics, rows))
+    stamps = 1_800_000_000_000 + np.arange(rows, dtype=np.int64)
+    for start in range(0, rows, block_rows):
+        steps = np.arange(start, min(rows, start + block_rows))
+        yield names, steps, values[:, steps], stamps[steps]
+
+
+def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
+    from backprop_lab.tracking.run_tracker import BLOCK_VALUES
+    from backprop_lab.tracking.sqlite_store import SqliteStore
+
+    n_metrics, rows, runs = 31, (201 if quick else 1001), 3
+    block_rows = BLOCK_VALUES // n_metrics
+    n_values = n_metrics * rows * runs
+    count = [0]
+
+    def fresh() -> SqliteStore:
+        count[0] += 1
+        store = SqliteStore(tmp / f"w{count[0]}" / "mlflow.db")
+        store.ensure_experiment("bench", None)
+        return store
+
+    def ours() -> float:
+        store = fresh()
+        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
         tic = time.perf_counter()
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name="naive"):
-            mlflow.log_params(self.params)
-            mlflow.set_tags(self.tags)
-            self._train(built, [logger])
+        for i, run_id in enumerate(run_ids):
+            for block in _blocks(n_metrics, rows, block_rows, seed=i):
+                store.log_metrics(run_id, *block)
         seconds = time.perf_counter() - tic
-        self.values_naive = logger.values
+        store.close()
         return seconds
+
+    def raw() -> float:
+        store = fresh()
+        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
+        prepared = [
+            list(chain.from_iterable(
+                zip(repeat(name), row, stamps.tolist(), repeat(run_id), steps.tolist(),
+                    repeat(False))
+                for name, row in zip(names, values.tolist())))
+            for i, run_id in enumerate(run_ids)
+            for names, steps, values, stamps in _blocks(n_metrics, rows, block_rows, seed=i)
+        ]
+        con = sqlite3.connect(store.path, isolation_level=None)
+        tic = time.perf_counter()
+        for batch in prepared:
+            con.execute("BEGIN")
+            con.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)"
+                            " VALUES (?, ?, ?, ?, ?, ?)", batch)
+            con.execute("COMMIT")
+        seconds = time.perf_counter() - tic
+        con.close()
+        store.close()
+        return seconds
+
+    def mlflow_log_batch() -> float:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        store = fresh()
+        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
+        client = MlflowClient(f"sqlite:///{store.path}")
+        tic = time.perf_counter()
+        for i, run_id in enumerate(run_ids):
+            for names, steps, values, stamps in _blocks(n_metrics, rows, 1000 // n_metrics,
+                                                        seed=i):
+                client.log_batch(run_id, metrics=[
+                    Metric(name, v, t, s) for name, row in zip(names, values.tolist())
+                    for v, t, s in zip(row, stamps.tolist(), steps.tolist())])
+        seconds = time.perf_counter() - tic
+        store.close()
+        return seconds
+
+    variants = {"ours": ours, "raw": raw}
+    if has_module("mlflow"):
+        variants["mlflow"] = mlflow_log_batch
+    times = interleaved(variants, repeats)
+    per = {k: median(v) / n_values for k, v in times.items()}
+    table.add(Row(
+        case=f"per value: our writer / raw sqlite3 executemany ({n_values:,} values, "
+             f"blocks of {block_rows} rows x {n_metrics} metrics)",
+        ratio=per["ours"] / per["raw"], goal=at_most(5.0),
+        cells={"ours": f"{per['ours'] * 1e6:.2f} us", "floor": f"{per['raw'] * 1e6:.2f} us"},
+        values={"ours_us": per["ours"] * 1e6, "raw_us": per["raw"] * 1e6}))
+    if "mlflow" in per:
+        table.add(Row(
+            case="per value: MlflowClient.log_batch (1000 a call) / raw sqlite3 executemany",
+            ratio=per["mlflow"] / per["raw"],
+            cells={"mlflow": f"{per['mlflow'] * 1e6:.1f} us",
+                   "floor": f"{per['raw'] * 1e6:.2f} us"},
+            values={"mlflow_us": per["mlflow"] * 1e6}))
+
+
+def _server_row(table: Table, commands: Commands, tmp: Path, repeats: int, quick: bool) -> None:
+    from backprop_lab import server
+
+    try:
+        server.find_pg_bin()
+        import psycopg2  # noqa: F401
+    except (server.ServerError, ImportError) as exc:
+        table.notes.append(f"Server row skipped: {exc}")
+        return
+    state = server.start(tmp / "server", port=server.free_port())
+    try:
+        size = ["epochs=20"] if quick else []
+        times = interleaved({
+            "sqlite": lambda: commands.timed([*FLAGSHIP, *size]),
+            "server": lambda: commands.timed([*FLAGSHIP, *size], store=state.uri),
+        }, repeats)
+    finally:
+        server.stop(tmp / "server")
+    sqlite_s, server_s = median(times["sqlite"]), median(times["server"])
+    table.add(Row(
+        case="flagship through the PostgreSQL-backed server / into SQLite",
+        ratio=server_s / sqlite_s, goal=at_most(1.5),
+        cells={"server": fmt_time(server_s), "sqlite": fmt_time(sqlite_s)},
+        values={"server_s": server_s, "sqlite_s": sqlite_s}))
 
 
 def run(quick: bool = False, threads: int = 1) -> Table:
     table = Table(
         key="tracking",
-        title="3. Tracking overhead (MLflow, SQLite store)",
-        what=(
-            "The same job untracked, tracked by our harness (`tracking.RunTracker`: buffered "
-            "`log_batch`, up to 1000 values a call) and tracked naively (one `mlflow.log_metric` "
-            "call per value), interleaved, on a fresh SQLite store. Added time = tracked - "
-            "untracked. First row: ratio = naive added / ours added (the goal); other rows: "
-            "ratio = ours / untracked for whole harness runs (informative)."
-        ),
-        ratio_label="naive/ours added; ours/untracked",
+        title="3. Tracking end to end",
+        what=__doc__.split("\n\n", 1)[1].strip(),
+        ratio_label="ratio",
     )
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    if not has_module("mlflow"):
-        table.skipped = "mlflow is not installed"
-        return table
-    try:
-        from backprop_lab import app, tracking  # noqa: F401  (the harness)
-    except ImportError as exc:
-        table.skipped = f"the harness is not importable yet ({exc})"
-        return table
-
-    repeats = 1 if quick else 2
+    repeats = 1 if quick else 5
     tmp = Path(tempfile.mkdtemp(prefix="backprop-bench-tracking-"))
     try:
-        import_s = mlflow_import_seconds(threads, 1 if quick else 3)
-        tic = time.perf_counter()
-        import mlflow  # noqa: F401
-
-        in_process_import = time.perf_counter() - tic
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        tic = time.perf_counter()
-        experiment_id = tracking.ensure_experiment(uri, "bench")
-        first_connection = time.perf_counter() - tic
-        migration = float("nan")
-        if not quick:  # a second new store: the migration alone, the SQL store already imported
-            tic = time.perf_counter()
-            tracking.ensure_experiment(f"sqlite:///{tmp / 'second.db'}", "bench")
-            migration = time.perf_counter() - tic
-
-        # -- ours against naive on a short notebook run (naive costs ms a value) --------------
-        short = 3 if quick else 50
-        notebook = compose(["experiment=seed_notebook", "progress=false", f"epochs={short}"])
-        job = Job(notebook, uri, experiment_id)
-        small = Job(compose(["experiment=seed_notebook", "progress=false", "epochs=2"]),
-                    uri, experiment_id)
-        small.ours(), small.naive(), small.untracked()  # warm up both code paths
-        times = interleaved({"untracked": job.untracked, "ours": job.ours, "naive": job.naive},
-                            repeats, warmup=0)
-        base, ours, naive = (median(times[k]) for k in ("untracked", "ours", "naive"))
-        ours_added, naive_added = ours - base, naive - base
-        values = job.values_ours
-        table.add(Row(
-            case=f"ours vs naive: seed_notebook, {short} epochs",
-            ratio=naive_added / ours_added if ours_added > 0 else float("inf"),
-            label="naive added / ours added",
-            goal=at_least(GOAL),
-            cells={
-                "values logged": f"{values} ({job.values_naive} naive)",
-                "untracked": fmt_time(base),
-                "ours": fmt_time(ours),
-                "naive": fmt_time(naive),
-                "added: ours": fmt_time(ours_added),
-                "added: naive": fmt_time(naive_added),
-                "per value: ours / naive": (
-                    f"{ours_added / values * 1e3:.3f} / "
-                    f"{naive_added / max(job.values_naive, 1) * 1e3:.2f} ms"),
-            },
-            values={"untracked_s": base, "ours_s": ours, "naive_s": naive, "values": values},
-            ok=values == job.values_naive and values > 0,
-        ))
-
-        # -- ours against untracked on whole runs ----------------------------------------------
-        deep_overrides, deep_label = deepest_vanishing_overrides()
-        whole = [
-            ("seed_notebook run",
-             ["experiment=seed_notebook"] + (["epochs=5"] if quick else [])),
-            (f"vanishing_gradients deepest ({deep_label})",
-             deep_overrides + (["epochs=5"] if quick else [])),
-        ]
-        for label, overrides in whole:
-            job = Job(compose([*overrides, "progress=false"]), uri, experiment_id)
-            times = interleaved({"untracked": job.untracked, "ours": job.ours}, repeats,
-                                warmup=0)
-            base, ours = median(times["untracked"]), median(times["ours"])
-            values = job.values_ours
-            table.add(Row(
-                case=f"{label}, {job.cfg.epochs} epochs",
-                ratio=ours / base,
-                label="ours / untracked",
-                cells={
-                    "values logged": f"{values} (log_every={job.cfg.tracking.log_every})",
-                    "untracked": fmt_time(base),
-                    "ours": fmt_time(ours),
-                    "added: ours": fmt_time(ours - base),
-                    "per value: ours / naive": f"{(ours - base) / values * 1e3:.3f} ms / -",
-                },
-                values={"untracked_s": base, "ours_s": ours, "values": values},
-                ok=values > 0,
-            ))
-            every = int(job.cfg.tracking.log_every)
-            if ours / base > 2 and every == 1:
-                n_metrics = round(values / (job.cfg.epochs // every + 1))
-                table.notes.append(
-                    f"{label}: {values} values ({n_metrics} metrics, most of them per-layer "
-                    f"diagnostics, x {job.cfg.epochs // every + 1} steps) cost "
-                    f"{fmt_time(ours - base)} to log against {fmt_time(base)} of training: "
-                    "at this size tracking, not training, is the run's cost. history.csv (an "
-                    "artifact of every run) already holds every epoch, so logging every 10th "
-                    "epoch to MLflow (`tracking.log_every=10`, as the vanishing_gradients "
-                    "experiment does with 5) would cut the added time about 10x.")
-        table.notes += [
-            f"Once per process, left out of the per-run figures: `import mlflow` "
-            f"{fmt_time(import_s)} (fresh interpreter, median); creating the first new SQLite "
-            f"store of a process (lazy imports of the SQL store, schema migrations) "
-            f"{fmt_time(first_connection)}; creating and migrating a second new store "
-            f"{'(not measured: --quick)' if math.isnan(migration) else fmt_time(migration)}. "
-            "(`import mlflow` in this process, after hydra and the "
-            f"harness had imported part of its dependencies: {fmt_time(in_process_import)}.)",
-            f"{repeats} interleaved repeats, medians.",
-        ]
+        commands = Commands(tmp, threads)
+        _flagship_rows(table, commands, repeats, quick)
+        _writer_rows(table, tmp, 1 if quick else 3, quick)
+        _study_row(table, commands, 1 if quick else 2, quick)
+        if quick:  # starting PostgreSQL takes longer than the rest of a quick run
+            table.notes.append("Server row: not run with --quick.")
+        else:
+            _server_row(table, commands, tmp, 3, quick)
+        table.notes.append(f"Whole commands: {repeats} interleaved repeats (the study: "
+                           f"{1 if quick else 2}), medians; wall time.")
     finally:
-        if "mlflow" in sys.modules:
-            import mlflow
-
-            if mlflow.active_run() is not None:
-                mlflow.end_run()
         shutil.rmtree(tmp, ignore_errors=True)
     return table

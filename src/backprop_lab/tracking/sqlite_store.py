@@ -169,7 +169,8 @@ class SqliteStore:
 
     # -- experiments and runs -------------------------------------------------------------------
     def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
-        """The id of the active experiment ``name``, created with ``artifact_location`` if new."""
+        """The id of the active experiment ``name``, created with ``artifact_location`` if new
+        (None: ``<store folder>/mlruns/<id>``, MLflow's default root beside the store)."""
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -184,6 +185,10 @@ class SqliteStore:
                     " VALUES (?, ?, 'active', ?, ?, ?)",
                     (name, artifact_location, now, now, WORKSPACE))
                 row = (cursor.lastrowid, "active")
+                if artifact_location is None:  # MLflow's rule: <default root>/<experiment id>
+                    con.execute("UPDATE experiments SET artifact_location = ?"
+                                " WHERE experiment_id = ?",
+                                (str(self.path.parent / "mlruns" / str(row[0])), row[0]))
         except BaseException:
             con.execute("ROLLBACK")
             raise
