@@ -1,16 +1,28 @@
-"""The figures saved with every run: the reference notebook's four panels, improved.
+"""A run's figures: rendered from the live objects, or again later from what the run saved.
 
 ``curves.png``: loss (train and validation, log scale) and accuracy (train and validation);
 ``decision_boundary.png`` (2-D data only): the data (train and validation marked apart) and the
 learned decision boundary over it; ``gradients.png``: every layer's gradient norm over training
 (log scale), the picture of vanishing or exploding gradients.
 
-matplotlib's object API (``Figure``) is used, not pyplot, so no GUI backend or global state is
-involved when jobs run in worker processes.
+matplotlib's object API (``Figure`` on an Agg canvas) is used, not pyplot, so no GUI backend or
+global state is involved when jobs run in worker processes. Rendering is kept cheap: fixed
+margins and title positions (no layout engine, no search for room above the axes), no mathtext
+(log-axis labels use Unicode superscripts), and RGB PNGs written from the canvas with light
+compression.
+
+Any past run's figures can be rendered from its outputs (config.yaml, history.csv, weights.npz):
+:func:`render_run_figures` for a run folder, :func:`render_mlflow_run` for an MLflow run (the
+PNGs are logged back to the run under ``figures/``), or the command
+
+    python -m backprop_lab.run_figures multirun/2026-12-03/07-10-00/0   # a job's folder
+    python -m backprop_lab.run_figures 3f2c...e9 [--tracking-uri URI]   # an MLflow run id
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +33,66 @@ LIGHT_COLORS = ("#f4b6b6", "#b4cdee", "#b9e3b9", "#ffd3ad", "#d7c6e8",
                 "#d9c3be", "#f6c9e7", "#d4d4d4", "#e8e8a8", "#b3eef3")
 GRID_POINTS = 150  # per axis
 CHUNK = 2048  # grid points per forward pass: bounds the workspace memory of deep networks
+DPI = 100
+PNG_COMPRESSION = 3  # zlib level: quicker than the default 6, files barely larger
+FIGURE_FILES = ("curves.png", "decision_boundary.png", "gradients.png")
 
 
 def _figure(width: float, height: float, ncols: int):
-    """A pyplot-free figure and its axes (one Axes when ncols == 1, else an array)."""
+    """A pyplot-free figure on an Agg canvas and its axes (one Axes when ncols == 1)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # Fixed margins: constrained/tight layout would cost ~0.3 s a figure, more than training
-    # the reference network.
-    fig = Figure(figsize=(width, height))
+    # Fixed margins: a layout engine (constrained/tight) measures every text box again.
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.08 if ncols > 1 else 0.12, right=0.97, bottom=0.12, top=0.86,
                         wspace=0.25)
     return fig, fig.subplots(1, ncols)
+
+
+def _title(ax, text: str, **kwargs) -> None:
+    # An explicit y turns off matplotlib's automatic title placement, which measures the
+    # bounding boxes of every tick label on each draw; nothing sits above these axes.
+    ax.set_title(text, y=1.0, **kwargs)
+
+
+def _save(fig, path: Path) -> None:
+    """Draw ``fig`` and write it as an RGB PNG (the figures are opaque: no alpha channel)."""
+    from PIL import Image
+
+    canvas = fig.canvas
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    Image.fromarray(np.ascontiguousarray(rgb)).save(
+        path, format="png", compress_level=PNG_COMPRESSION, dpi=(DPI, DPI))
+
+
+_SUPERSCRIPT = str.maketrans("-\u22120123456789", "\u207b\u207b\u2070\u00b9\u00b2\u00b3\u2074"
+                                                    "\u2075\u2076\u2077\u2078\u2079")
+_MATHTEXT_LABEL = re.compile(r"\$\\mathdefault\{(.*)\}\$")
+
+
+def _plain_log_label(label: str) -> str:
+    """matplotlib's log-axis label ``$\\mathdefault{2\\times10^{-3}}$`` as plain ``2×10⁻³``."""
+    match = _MATHTEXT_LABEL.fullmatch(label)
+    if match is None or "\\" in match.group(1).replace("\\times", ""):
+        return label
+    body = match.group(1).replace("\\times", "\u00d7")
+    return re.sub(r"\^\{([-\u2212]?\d+)\}", lambda m: m.group(1).translate(_SUPERSCRIPT), body)
+
+
+def _log_y(ax) -> None:
+    """Log-scale y axis with matplotlib's own ticks and labels, set as text instead of mathtext."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            return _plain_log_label(super().__call__(x, pos))
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def _labels(Y: np.ndarray) -> np.ndarray:
@@ -53,14 +113,17 @@ def save_curves(history, path: Path, title: str = "") -> None:
         positive = np.where(loss > 0, loss, np.nan)  # a log axis cannot show 0 or inf
         ax_loss.plot(epochs, positive, style, lw=2, label=split)
         ax_acc.plot(epochs, acc[: history.n_rows], style, lw=2, label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.05), title="Accuracy")
+    _log_y(ax_loss)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.05))
+    _title(ax_loss, "Loss")
+    _title(ax_acc, "Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def save_gradient_flow(history, path: Path, title: str = "") -> bool:
@@ -77,17 +140,20 @@ def save_gradient_flow(history, path: Path, title: str = "") -> bool:
         ax.plot(epochs, np.where(values > 0, values, np.nan), lw=1.5,
                 color=cmap(l / max(1, n_layers - 1)), label=f"layer {l + 1}")
     heading = "Gradient norm per layer (1 = fed by the input)"
-    ax.set(xlabel="epoch", ylabel="|dL/dW| (Frobenius)", yscale="log")
-    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10)
+    _log_y(ax)
+    ax.set(xlabel="epoch", ylabel="|dL/dW| (Frobenius)")
+    _title(ax, f"{title}\n{heading}" if title else heading, fontsize=10)
     ax.grid(True, alpha=0.3)
     if n_layers <= 12:
         ax.legend(fontsize="small", ncols=2)
     else:  # too many lines for a legend: a colour scale of layer numbers
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
+        from matplotlib.ticker import MaxNLocator
 
-        fig.colorbar(ScalarMappable(Normalize(1, n_layers), cmap), ax=ax, label="layer")
-    fig.savefig(path, dpi=100)
+        fig.colorbar(ScalarMappable(Normalize(1, n_layers), cmap), ax=ax, label="layer",
+                     ticks=MaxNLocator(integer=True))
+    _save(fig, path)
     return True
 
 
@@ -134,14 +200,14 @@ def save_decision_boundary(net, dataset, path: Path, title: str = "") -> bool:
             ax.scatter(X_part[0], X_part[1], c=_labels(Y_part), cmap=points, vmin=0,
                        vmax=n_classes - 1, marker=marker, edgecolors="k", linewidths=0.5,
                        s=28, label=label)
-        ax.set(xlabel="$x_1$", ylabel="$x_2$", xlim=(x0, x1), ylim=(y0, y1))
+        ax.set(xlabel="x\u2081", ylabel="x\u2082", xlim=(x0, x1), ylim=(y0, y1))
         ax.grid(True, alpha=0.3)
-    ax_data.set_title(f"Data: {dataset.name} ({dataset.n_train} train, {dataset.n_val} val)")
+    _title(ax_data, f"Data: {dataset.name} ({dataset.n_train} train, {dataset.n_val} val)")
     ax_data.legend(loc="upper right", fontsize="small")
-    ax_boundary.set_title(f"Decision boundary: {net!r}")
+    _title(ax_boundary, f"Decision boundary: {net!r}")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return True
 
 
@@ -155,3 +221,223 @@ def save_run_figures(net, dataset, history, folder: Path, title: str = "") -> li
     if save_gradient_flow(history, folder / "gradients.png", title):
         written.append(folder / "gradients.png")
     return written
+
+
+# -- rendering from a run's saved outputs ----------------------------------------------------------
+
+RUN_FILES = ("config.yaml", "history.csv", "weights.npz")
+FIGURES_DIR = "figures"  # in a run folder, and in an MLflow run's artifacts
+_LAYER_COLUMN = re.compile(r"(.+)/layer_(\d+)")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class RunOutputsError(ValueError):
+    """A run folder or MLflow run whose figures cannot be rendered; the message says why."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def load_config(path: Path):
+    """A job's saved ``config.yaml`` as the DictConfig ``app.build`` takes.
+
+    The file holds plain values (enums as names); the schema's enum fields get their Enum
+    values back, as when Hydra composed the job's config.
+    """
+    import dataclasses
+    import typing
+    from enum import Enum
+
+    from omegaconf import OmegaConf
+
+    from backprop_lab.config import Config
+
+    plain = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+    def restore(node: dict, schema: type, prefix: str) -> None:
+        for key, hint in typing.get_type_hints(schema).items():
+            value = node.get(key)
+            if isinstance(hint, type) and issubclass(hint, Enum) and isinstance(value, str):
+                if value not in hint.__members__:
+                    raise RunOutputsError(f"{path}: {prefix}{key}={value} is not one of "
+                                          f"{', '.join(hint.__members__)}")
+                node[key] = hint[value]
+            elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
+                restore(value, hint, f"{prefix}{key}.")
+
+    if not isinstance(plain, dict):
+        raise RunOutputsError(f"{path} does not hold a config mapping")
+    restore(plain, Config, "")
+    return OmegaConf.create(plain)
+
+
+def load_history(path: Path, n_layers: int):
+    """A saved ``history.csv`` (epoch index, one column per metric) as a History."""
+    import pandas as pd
+
+    from backprop_lab.history import History
+
+    frame = pd.read_csv(path, index_col=0)
+    layered: dict[str, dict[int, str]] = {}
+    for column in frame.columns:
+        match = _LAYER_COLUMN.fullmatch(column)
+        if match is not None and 1 <= int(match[2]) <= n_layers:
+            layered.setdefault(match[1], {})[int(match[2])] = column
+    n_rows = len(frame)
+    history = History(n_rows, n_layers, has_val="val/loss" in frame.columns,
+                      diagnostics=bool(layered))
+    for name in list(history.scalars):
+        if name in frame.columns:
+            history.scalars[name][:] = frame[name].to_numpy(dtype=float)
+        else:
+            del history.scalars[name]
+    for metric, columns in layered.items():
+        values = history.layers.setdefault(metric, np.full((n_rows, n_layers), np.nan))
+        for layer, column in columns.items():
+            values[:, layer - 1] = frame[column].to_numpy(dtype=float)
+    history.n_rows = n_rows
+    return history
+
+
+def load_weights(net, path: Path) -> None:
+    """Copy the parameters saved in ``weights.npz`` into ``net`` (which must match their sizes)."""
+    with np.load(path) as saved:
+        sizes = [int(s) for s in saved["sizes"]]
+        if sizes != net.sizes:
+            raise RunOutputsError(f"{path} holds a {'-'.join(map(str, sizes))} network but the "
+                                  f"run's config.yaml builds {net!r}")
+        for l in range(net.n_layers):
+            net.weights[l][...] = saved[f"W{l + 1}"]
+            net.biases[l][...] = saved[f"b{l + 1}"].reshape(net.biases[l].shape)
+
+
+def load_run(folder: Path):
+    """(trained network, data set, History) of a run folder, as they were when training ended.
+
+    The data set and network are rebuilt from config.yaml by ``app.build`` (same seed, same
+    random streams, so the same data), then the network gets the saved parameters.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunOutputsError(f"no run folder {folder}")
+    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        jobs = sorted(path.parent for path in folder.glob("*/config.yaml"))
+        hint = f" (a sweep's folder? give one job's folder, e.g. {jobs[0]})" if jobs else ""
+        raise RunOutputsError(f"run folder {folder} lacks {', '.join(missing)}{hint}")
+    from backprop_lab.app import build
+
+    config = load_config(folder / "config.yaml")
+    try:
+        built = build(config)
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:  # say which file
+        raise RunOutputsError(f"{folder / 'config.yaml'}: {_first_line(exc)}") from None
+    load_weights(built.net, folder / "weights.npz")
+    history = load_history(folder / "history.csv", built.net.n_layers)
+    return built.net, built.dataset, history
+
+
+def saved_run_name(folder: Path) -> str:
+    """The run's name as its job recorded it (``summary.json``), or "" when unknown."""
+    import json
+
+    try:
+        return str(json.loads((Path(folder) / "summary.json").read_text())["run_name"] or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def render_run_figures(folder: Path, out: Path | None = None,
+                       title: str | None = None) -> list[Path]:
+    """Render a run's figures from its folder's saved outputs; returns the files written.
+
+    ``out``: where the PNGs go (default ``<folder>/figures``, where the run puts them).
+    ``title``: the figures' title; None uses the run's name from ``summary.json``, as the run did.
+    """
+    folder = Path(folder)
+    net, dataset, history = load_run(folder)
+    if title is None:
+        title = saved_run_name(folder)
+    return save_run_figures(net, dataset, history, Path(out) if out else folder / FIGURES_DIR,
+                            title)
+
+
+def render_mlflow_run(run_id: str, tracking_uri: str | None = None,
+                      out: Path | None = None) -> tuple[list[str], str]:
+    """Render an MLflow run's figures from its artifacts and log them to it under ``figures/``.
+
+    ``tracking_uri``: None uses $MLFLOW_TRACKING_URI, else the repository's mlflow.db.
+    ``out``: also keep the PNGs there. Returns (artifact paths logged, the run's artifact URI).
+    """
+    import tempfile
+
+    from backprop_lab.tracking import resolve_tracking_uri, sqlite_path
+
+    uri = resolve_tracking_uri(tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # MlflowClient would create an empty store
+        raise RunOutputsError(f"no MLflow store at {db} (tracking URI {uri})")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise RunOutputsError(f"no MLflow run {run_id} in {uri}") from None
+    try:
+        stored = {artifact.path for artifact in client.list_artifacts(run_id)}
+        missing = [name for name in RUN_FILES if name not in stored]
+        if missing:
+            raise RunOutputsError(f"MLflow run {run_id} has no {', '.join(missing)} artifact")
+        with tempfile.TemporaryDirectory(prefix="run-figures-") as tmp:
+            for name in RUN_FILES:
+                client.download_artifacts(run_id, name, tmp)
+            figures = Path(out) if out else Path(tmp) / FIGURES_DIR
+            written = render_run_figures(Path(tmp), figures, title=run.info.run_name or "")
+            for path in written:
+                client.log_artifact(run_id, str(path), FIGURES_DIR)
+    except (MlflowException, OSError) as exc:
+        raise RunOutputsError(f"MLflow run {run_id}: {_first_line(exc)}") from None
+    return [f"{FIGURES_DIR}/{path.name}" for path in written], run.info.artifact_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backprop_lab.run_figures TARGET [--tracking-uri URI] [--out DIR]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m backprop_lab.run_figures",
+        description="Render a past run's figures (curves, decision boundary, gradient norms) "
+                    "from its saved config.yaml, history.csv and weights.npz.")
+    parser.add_argument("target", metavar="TARGET",
+                        help="a run's folder (e.g. multirun/<date>/<time>/0) or an MLflow run id")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow store of a run id (default: $MLFLOW_TRACKING_URI, else the "
+                             "repository's mlflow.db)")
+    parser.add_argument("--out", metavar="DIR", type=Path,
+                        help="folder for the PNGs (default: <run folder>/figures; for a run id "
+                             "they are logged to the run under figures/)")
+    args = parser.parse_args(argv)
+    target = Path(args.target)
+    try:
+        if target.exists() or not _RUN_ID.fullmatch(args.target):
+            if not target.exists():
+                raise RunOutputsError(f"{args.target!r} is neither a run folder nor an MLflow "
+                                      "run id")
+            for path in render_run_figures(target, args.out):
+                print(path)
+        else:
+            logged, artifact_uri = render_mlflow_run(args.target, args.tracking_uri, args.out)
+            print(f"logged {', '.join(logged)} to MLflow run {args.target} ({artifact_uri})")
+            if args.out:
+                print(f"and wrote them into {args.out}")
+    except (RunOutputsError, OSError) as exc:
+        print(f"{parser.prog}: error: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
