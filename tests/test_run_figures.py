@@ -195,3 +195,16 @@ def test_log_axis_labels_are_plain_text():
     assert plain("$\\mathdefault{2\\times10^{12}}$") == "2\u00d710\u00b9\u00b2"
     assert plain("") == ""
     assert plain("$\\alpha$") == "$\\alpha$"  # anything else is left to mathtext
+
+
+def test_history_csv_fields_empty_and_infinite(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,train/loss,train/accuracy,grad_norm/layer_1,grad_norm/layer_2\n"
+                    "0,0.5,0.25,1e-3,\n1,inf,0.5,,2\n")
+    history = run_figures.load_history(path, n_layers=2)
+    assert history.n_rows == 2 and set(history.scalars) == {"train/loss", "train/accuracy"}
+    np.testing.assert_array_equal(history.scalars["train/loss"], [0.5, np.inf])
+    np.testing.assert_array_equal(history.layers["grad_norm"], [[1e-3, np.nan], [np.nan, 2]])
+    assert run_figures.save_gradient_flow(history, tmp_path / "gradients.png")
+    run_figures.save_curves(history, tmp_path / "curves.png")
+    assert pixels(tmp_path / "curves.png").shape == (420, 1100, 3)

@@ -273,29 +273,33 @@ def load_config(path: Path):
 
 
 def load_history(path: Path, n_layers: int):
-    """A saved ``history.csv`` (epoch index, one column per metric) as a History."""
-    import pandas as pd
+    """A saved ``history.csv`` (epoch, then one column per metric; empty = NaN) as a History."""
+    import csv
 
     from backprop_lab.history import History
 
-    frame = pd.read_csv(path, index_col=0)
+    with Path(path).open(newline="") as f:
+        reader = csv.reader(f)
+        names = next(reader, ["epoch"])[1:]
+        rows = [[float(v) if v else np.nan for v in row[1:]] for row in reader if row]
+    table = np.array(rows, dtype=float).reshape(len(rows), len(names))
+    column = {name: table[:, i] for i, name in enumerate(names)}
     layered: dict[str, dict[int, str]] = {}
-    for column in frame.columns:
-        match = _LAYER_COLUMN.fullmatch(column)
+    for name in names:
+        match = _LAYER_COLUMN.fullmatch(name)
         if match is not None and 1 <= int(match[2]) <= n_layers:
-            layered.setdefault(match[1], {})[int(match[2])] = column
-    n_rows = len(frame)
-    history = History(n_rows, n_layers, has_val="val/loss" in frame.columns,
-                      diagnostics=bool(layered))
+            layered.setdefault(match[1], {})[int(match[2])] = name
+    n_rows = len(rows)
+    history = History(n_rows, n_layers, has_val="val/loss" in column, diagnostics=bool(layered))
     for name in list(history.scalars):
-        if name in frame.columns:
-            history.scalars[name][:] = frame[name].to_numpy(dtype=float)
+        if name in column:
+            history.scalars[name][:] = column[name]
         else:
             del history.scalars[name]
-    for metric, columns in layered.items():
+    for metric, layers in layered.items():
         values = history.layers.setdefault(metric, np.full((n_rows, n_layers), np.nan))
-        for layer, column in columns.items():
-            values[:, layer - 1] = frame[column].to_numpy(dtype=float)
+        for layer, name in layers.items():
+            values[:, layer - 1] = column[name]
     history.n_rows = n_rows
     return history
 
