@@ -53,3 +53,23 @@ def client_for():
         return MlflowClient(tracking_uri=uri)
 
     return make
+
+
+@pytest.fixture
+def rows_of():
+    """The rows of a table of a SQLite store for one run, without run_uuid, sorted: two runs
+    written the same way give equal lists."""
+    import sqlite3
+
+    def rows(db: Path, table: str, run_id: str) -> list[tuple]:
+        con = sqlite3.connect(db)
+        try:
+            columns = [c[1] for c in con.execute(f"PRAGMA table_info({table})")
+                       if c[1] != "run_uuid"]
+            order = ", ".join(columns)
+            return con.execute(f"SELECT {order} FROM {table} WHERE run_uuid = ? ORDER BY {order}",
+                               (run_id,)).fetchall()
+        finally:
+            con.close()
+
+    return rows

@@ -84,18 +84,39 @@ def test_open_store_picks_the_direct_writer_only_for_our_schema(tmp_path) -> Non
 
 # Values as MLflow must keep them: NaN (is_nan), +/-inf (clamped), tiny and huge numbers.
 SPECIAL = [0.5, math.nan, math.inf, -math.inf, 1e-300, -2.5, 1e308, 0.0]
+NAMES = ["train/loss", "grad_norm/layer_1", "grad_norm/layer_10"]
+# Three blocks (steps, values (3, n), timestamps): steps 0-7, steps 8-15 with the special
+# values, then steps that go back (3, 1) with later timestamps and a repeated step 15.
+BLOCKS = [
+    (np.arange(8), np.random.default_rng(0).normal(size=(3, 8)), 1_000 + np.arange(8)),
+    (np.arange(8, 16), np.array([SPECIAL, SPECIAL[::-1], SPECIAL[2:] + SPECIAL[:2]]),
+     2_000 + np.arange(8)),
+    (np.array([3, 1, 15]), np.array([[1.0, 2.0, 3.0], [4.0, 5.0, math.nan], [6, 7, 1e9]]),
+     np.array([5_000, 5_001, 2_007])),
+]
 
 
-def _rows(db: Path, table: str, run_id: str) -> list[tuple]:
-    con = sqlite3.connect(db)
-    columns = [c[1] for c in con.execute(f"PRAGMA table_info({table})") if c[1] != "run_uuid"]
-    found = con.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE run_uuid = ?"
-                        f" ORDER BY {', '.join(columns)}", (run_id,)).fetchall()
-    con.close()
-    return found
+def log_batch_blocks(client: MlflowClient, run_id: str) -> None:
+    """BLOCKS through MLflow's own ``log_batch``: the reference."""
+    for steps, values, times in BLOCKS:
+        client.log_batch(run_id, metrics=[
+            Metric(name, float(v), int(t), int(s))
+            for name, row in zip(NAMES, values) for v, t, s in zip(row, times, steps)])
 
 
-def test_rows_equal_what_mlflow_log_batch_writes(tmp_path) -> None:
+def assert_same_histories(client: MlflowClient, ours: str, theirs: str) -> None:
+    """Every metric's history and latest value, read through MLflow's client, are equal."""
+    for name in NAMES:
+        mine = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(ours, name)]
+        want = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(theirs, name)]
+        assert len(mine) == 19 and np.array_equal(np.array(mine), np.array(want),
+                                                   equal_nan=True), name
+    assert np.array_equal(
+        [client.get_run(ours).data.metrics[n] for n in NAMES],
+        [client.get_run(theirs).data.metrics[n] for n in NAMES], equal_nan=True)
+
+
+def test_rows_equal_what_mlflow_log_batch_writes(tmp_path, rows_of) -> None:
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     experiment_id = tracking.ensure_experiment(uri, "equal")
@@ -103,34 +124,15 @@ def test_rows_equal_what_mlflow_log_batch_writes(tmp_path) -> None:
     client = MlflowClient(uri)
     theirs = client.create_run(experiment_id, run_name="theirs").info.run_id
     backend = open_store(uri)
-    names = ["train/loss", "grad_norm/layer_1", "grad_norm/layer_10"]
-    rng = np.random.default_rng(0)
-    # Three blocks: steps 0-7, steps 8-15 with the special values, then steps that go back
-    # (3, 1) with later timestamps, and a repeated step with equal time but a larger value.
-    blocks = [
-        (np.arange(8), rng.normal(size=(3, 8)), 1_000 + np.arange(8)),
-        (np.arange(8, 16), np.array([SPECIAL, SPECIAL[::-1], SPECIAL[2:] + SPECIAL[:2]]),
-         2_000 + np.arange(8)),
-        (np.array([3, 1, 15]), np.array([[1.0, 2.0, 3.0], [4.0, 5.0, math.nan], [6, 7, 1e9]]),
-         np.array([5_000, 5_001, 2_007])),
-    ]
-    for steps, values, times in blocks:
-        backend.log_metrics(ours, names, steps, values, times)
-        metrics = [Metric(name, float(v), int(t), int(s))
-                   for name, row in zip(names, values) for v, t, s in zip(row, times, steps)]
-        client.log_batch(theirs, metrics=metrics)
+    for steps, values, times in BLOCKS:
+        backend.log_metrics(ours, NAMES, steps, values, times)
+    log_batch_blocks(client, theirs)
     for table in ("metrics", "latest_metrics"):
-        assert _rows(db, table, ours) == _rows(db, table, theirs), table
-    for name in names:
-        mine = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(ours, name)]
-        want = [(m.step, m.timestamp, m.value) for m in client.get_metric_history(theirs, name)]
-        assert np.array_equal(np.array(mine), np.array(want), equal_nan=True), name
-    assert np.array_equal(
-        [client.get_run(ours).data.metrics[n] for n in names],
-        [client.get_run(theirs).data.metrics[n] for n in names], equal_nan=True)
+        assert rows_of(db, table, ours) == rows_of(db, table, theirs), table
+    assert_same_histories(client, ours, theirs)
     # Writing a block again (an interrupted flush repeated) adds nothing.
-    backend.log_metrics(ours, names, *blocks[0][:2], blocks[0][2])
-    assert _rows(db, "metrics", ours) == _rows(db, "metrics", theirs)
+    backend.log_metrics(ours, NAMES, *BLOCKS[0])
+    assert rows_of(db, "metrics", ours) == rows_of(db, "metrics", theirs)
 
 
 def test_runs_params_tags_and_end_as_mlflow_reads_them(tmp_path) -> None:
@@ -169,7 +171,7 @@ def test_runs_params_tags_and_end_as_mlflow_reads_them(tmp_path) -> None:
     assert client.get_run(parent).info.status == "RUNNING"
 
 
-def test_the_mlflow_backend_writes_the_same_histories(tmp_path) -> None:
+def test_the_mlflow_backend_writes_the_same_histories(tmp_path, rows_of) -> None:
     """The fallback (MLflow's client) stores the same blocks the same way."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = tracking.ensure_experiment(uri, "fallback")
@@ -183,8 +185,8 @@ def test_the_mlflow_backend_writes_the_same_histories(tmp_path) -> None:
         backend.flush()
         runs.append(run_id)
     db = tmp_path / "mlflow.db"
-    assert _rows(db, "metrics", runs[0]) == _rows(db, "metrics", runs[1])
-    assert _rows(db, "latest_metrics", runs[0]) == _rows(db, "latest_metrics", runs[1])
+    assert rows_of(db, "metrics", runs[0]) == rows_of(db, "metrics", runs[1])
+    assert rows_of(db, "latest_metrics", runs[0]) == rows_of(db, "latest_metrics", runs[1])
 
 
 def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path) -> None:

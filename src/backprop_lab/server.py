@@ -342,7 +342,10 @@ def stop_postgres(state: ServerState) -> bool:
 
 def backend_store_uri(state: ServerState, password: str) -> str:
     # postgresql:// means psycopg 3 to SQLAlchemy 2.1; psycopg2-binary is what the extra installs.
-    return f"postgresql+psycopg2://{DB_USER}:{password}@127.0.0.1:{state.pg_port}/{DB_NAME}"
+    # The backprop-lab+ prefix selects MLflow's SQL store with bulk metric inserts
+    # (backprop_lab.tracking.server_store, registered through MLflow's entry points).
+    return (f"backprop-lab+postgresql+psycopg2://{DB_USER}:{password}@127.0.0.1:"
+            f"{state.pg_port}/{DB_NAME}")
 
 
 def _health(uri: str, timeout: float = 2.0) -> bool:
@@ -413,7 +416,7 @@ def start(
         raise ServerError(f"PostgreSQL did not start: {exc}") from None
 
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-               "--workers", str(workers), "--serve-artifacts",
+               "--workers", str(workers), "--serve-artifacts", "--app-name", "backprop-lab",
                "--artifacts-destination", str(state.artifacts)]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]

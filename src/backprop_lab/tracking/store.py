@@ -7,9 +7,10 @@
   imported at all, unless the store's artifacts live somewhere remote.
 - :class:`MlflowBackend` for everything else (a tracking server over HTTP, PostgreSQL or MySQL
   URIs, SQLite stores of another MLflow version): MLflow's own ``MlflowClient``. Over HTTP,
-  metric batches are sent by a pool of threads, several requests in flight, so training does not
-  wait for the server; :meth:`Backend.flush` waits for every batch sent so far and raises the
-  first error.
+  metric blocks are sent by a pool of threads, several requests in flight, so training does not
+  wait for the server, each block in one request to the route our server adds
+  (server_app.py), or as MLflow ``log-batch`` requests to any other MLflow server;
+  :meth:`Backend.flush` waits for every block sent so far and raises the first error.
 
 Both take metrics as blocks of history (names (k,), steps (n,), values (k, n), timestamps (n,))
 and store them as MLflow would: NaN kept as NaN, +/-inf clamped to +/-1.797e308.
@@ -23,6 +24,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import functools  # noqa: E402
+import json  # noqa: E402
 from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -36,6 +38,7 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 HTTP_REQUESTS_IN_FLIGHT = 4
+BLOCK_ROUTE = "/backprop-lab/api/log-metric-block"  # server_app.py
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -128,6 +131,7 @@ class MlflowBackend:
         self._pool = (ThreadPoolExecutor(HTTP_REQUESTS_IN_FLIGHT, thread_name_prefix="mlflow-send")
                       if remote else None)
         self._pending: list[Future] = []
+        self._blocks = remote  # the server takes whole blocks until it answers 404
 
     def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
         from mlflow.exceptions import MlflowException
@@ -159,19 +163,43 @@ class MlflowBackend:
         return run_id
 
     def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
+        block = {"run_id": run_id, "names": list(names), "steps": steps.tolist(),
+                 "timestamps": timestamps.tolist(),
+                 "values": np.asarray(values, dtype=np.float64).tolist()}
+        if self._pool is None:
+            self._log_batches(block)
+        else:
+            self._pending.append(self._pool.submit(self._send_block, block))
+
+    def _send_block(self, block: dict) -> None:
+        """POST the block to the server's block route (server_app.py); a server without it
+        answers 404, and this backend uses MLflow's log-batch from then on."""
+        if self._blocks:
+            from mlflow.utils.rest_utils import http_request
+
+            # The REST store's credentials: MLflow's auth and TLS settings apply here too.
+            creds = self.client._tracking_client.store.get_host_creds()
+            response = http_request(creds, BLOCK_ROUTE, "POST", data=json.dumps(block),
+                                    extra_headers={"Content-Type": "application/json"},
+                                    raise_on_status=False)
+            if response.status_code == 200:
+                return
+            if response.status_code != 404:
+                raise RuntimeError(f"{self.uri}{BLOCK_ROUTE} answered "
+                                   f"{response.status_code}: {response.text[:500]}")
+            self._blocks = False
+        self._log_batches(block)
+
+    def _log_batches(self, block: dict) -> None:
+        """The block as MLflow log_batch calls of at most 1000 metrics."""
         from mlflow.entities import Metric
 
-        step_list, time_list = steps.tolist(), timestamps.tolist()
         metrics = [Metric(name, value, ts, step)
-                   for name, row in zip(names, np.asarray(values, dtype=np.float64).tolist())
-                   for value, ts, step in zip(row, time_list, step_list)]
+                   for name, row in zip(block["names"], block["values"])
+                   for value, ts, step in zip(row, block["timestamps"], block["steps"])]
         for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            chunk = metrics[i : i + MAX_METRICS_PER_BATCH]
-            if self._pool is None:
-                self.client.log_batch(run_id, metrics=chunk, synchronous=True)
-            else:
-                self._pending.append(self._pool.submit(
-                    self.client.log_batch, run_id, metrics=chunk, synchronous=True))
+            self.client.log_batch(block["run_id"], metrics=metrics[i : i + MAX_METRICS_PER_BATCH],
+                                  synchronous=True)
 
     def set_tags(self, run_id, tags) -> None:
         from mlflow.entities import RunTag

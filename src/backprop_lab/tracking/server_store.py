@@ -1,0 +1,121 @@
+"""MLflow's SQL tracking store with metrics written in bulk: the store of our tracking server.
+
+``mlflow server --backend-store-uri backprop-lab+postgresql+psycopg2://...`` (what
+scripts/tracking_server.py starts) serves through :class:`BulkMetricsSqlAlchemyStore`: MLflow's
+own ``SqlAlchemyStore`` in every respect but one. Its ``log_batch`` adds metrics as ORM objects
+and compares ``latest_metrics`` key by key in Python; here a batch becomes one multi-row
+``INSERT ... ON CONFLICT DO NOTHING`` into MLflow's ``metrics`` table and one
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` into ``latest_metrics``, which keeps per
+(run, key) the row with the greatest (step, timestamp, value), exactly as MLflow does; both in
+the session's transaction, through the driver (psycopg2's ``execute_values``, sqlite3's
+``executemany``: SQLAlchemy's executemany sends PostgreSQL a row at a time). Values are
+sanitized by MLflow's own function (NaN stored as 0 with ``is_nan``, +/-inf clamped). Other
+databases and drivers take MLflow's own path.
+
+The scheme ``backprop-lab+<database URI>`` is registered with MLflow's ``mlflow.tracking_store``
+entry point (pyproject.toml, entry_points.py); the prefix is removed before the URI reaches
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.validation import _validate_metric, _validate_metric_name, _validate_run_id
+
+INSERT_METRICS = ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid)"
+                  " VALUES {values} ON CONFLICT DO NOTHING")
+UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES {values}"
+    " ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value,"
+    " timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan"
+    " WHERE (excluded.step, excluded.timestamp, excluded.value)"
+    " > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+
+
+class BulkMetricsSqlAlchemyStore(SqlAlchemyStore):
+    """``SqlAlchemyStore`` whose metric batches are bulk inserts (see the module docstring)."""
+
+    def _bulk(self) -> bool:
+        dialect = self.engine.dialect
+        return (dialect.name, dialect.driver) in (("postgresql", "psycopg2"),
+                                                  ("sqlite", "pysqlite"))
+
+    def _log_metrics_once(self, run_id, metrics):
+        if not self._bulk():
+            return super()._log_metrics_once(run_id, metrics)
+        if len(metrics) == 1:  # log_metric's path; log_batch has validated its batch already
+            metric = metrics[0]
+            _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+        rows: dict[tuple, None] = {}  # identical values logged twice are stored once
+        for metric in metrics:
+            is_nan, value = self.sanitize_metric_value(metric.value)
+            rows[(metric.key, value, metric.timestamp, metric.step, is_nan, run_id)] = None
+        self._write_metric_rows(run_id, list(rows))
+
+    def log_metric_block(self, run_id: str, names: list[str], steps: list[int],
+                         timestamps: list[int], values: list[list[float]]) -> int:
+        """Metric ``names[i]`` took ``values[i][j]`` at ``steps[j]``, logged at
+        ``timestamps[j]`` (ms): the block the project's client sends (server_app.py).
+        Returns the number of values written."""
+        if len(steps) != len(timestamps) or len(values) != len(names) or any(
+                len(row) != len(steps) for row in values):
+            raise MlflowException("a metric block needs len(values) == len(names) and rows of "
+                                  "len(steps) == len(timestamps)", INVALID_PARAMETER_VALUE)
+        _validate_run_id(run_id)
+        for name in names:
+            _validate_metric_name(name)
+        for step, timestamp in zip(steps, timestamps):
+            if not isinstance(step, int) or not isinstance(timestamp, int):
+                raise MlflowException(f"steps and timestamps must be integers: {step!r}, "
+                                      f"{timestamp!r}", INVALID_PARAMETER_VALUE)
+        if not self._bulk():
+            from mlflow.entities import Metric
+
+            metrics = [Metric(name, float(value), timestamp, step)
+                       for name, row in zip(names, values)
+                       for value, timestamp, step in zip(row, timestamps, steps)]
+            super()._log_metrics(run_id, metrics)
+            return len(metrics)
+        sanitize = self.sanitize_metric_value
+        rows: dict[tuple, None] = {}
+        for name, row in zip(names, values):
+            for value, timestamp, step in zip(row, timestamps, steps):
+                is_nan, stored = sanitize(float(value))
+                rows[(name, stored, timestamp, step, is_nan, run_id)] = None
+        self._write_metric_rows(run_id, list(rows))
+        return len(rows)
+
+    def _write_metric_rows(self, run_id: str, rows: list[tuple]) -> None:
+        """(key, value, timestamp, step, is_nan, run_uuid) rows, sanitized, into ``metrics``
+        and ``latest_metrics`` in one transaction."""
+        if not rows:
+            return
+        latest: dict[str, tuple] = {}
+        for row in rows:
+            best = latest.get(row[0])
+            if best is None or (row[3], row[2], row[1]) > (best[3], best[2], best[1]):
+                latest[row[0]] = row
+        # Keys in one order in every transaction: concurrent batches cannot deadlock.
+        latest_rows = [latest[key] for key in sorted(latest)]
+        postgres = self.engine.dialect.name == "postgresql"
+        with self.ManagedSessionMaker(read_only=False) as session:
+            run = self._get_run(run_uuid=run_id, session=session)
+            self._check_run_is_active(run)
+            cursor = session.connection().connection.dbapi_connection.cursor()
+            try:
+                if postgres:
+                    from psycopg2.extras import execute_values
+
+                    execute_values(cursor, INSERT_METRICS.format(values="%s"), rows,
+                                   page_size=1000)
+                    execute_values(cursor, UPSERT_LATEST.format(values="%s"), latest_rows,
+                                   page_size=1000)
+                else:
+                    cursor.executemany(INSERT_METRICS.format(values="(?, ?, ?, ?, ?, ?)"), rows)
+                    cursor.executemany(UPSERT_LATEST.format(values="(?, ?, ?, ?, ?, ?)"),
+                                       latest_rows)
+            finally:
+                cursor.close()
