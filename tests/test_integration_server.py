@@ -178,3 +178,24 @@ def test_stop_then_start_keeps_every_run(server):
     experiment = client.get_experiment_by_name("hand-made").experiment_id
     runs = client.search_runs([experiment])
     assert {r.info.run_name for r in runs} == {"parent", "child"}
+
+
+def test_blocks_through_the_server_equal_log_batch_on_postgresql(server):
+    """The client's metric blocks (the server's block route, the bulk store on PostgreSQL) are
+    stored exactly as MLflow's own log_batch through the same server stores them."""
+    from mlflow.tracking import MlflowClient
+
+    from backprop_lab.tracking.store import MlflowBackend
+    from tests.test_tracking_store import BLOCKS, NAMES, assert_same_histories, log_batch_blocks
+
+    client = MlflowClient(server["uri"])
+    experiment_id = client.create_experiment("blocks-vs-log-batch")
+    backend = MlflowBackend(server["uri"])
+    ours = backend.create_run(experiment_id, "blocks", {}, {})
+    for steps, values, times in BLOCKS:
+        backend.log_metrics(ours, NAMES, steps, values, times)
+    backend.flush()
+    assert backend._blocks  # the server took blocks (no fallback to log-batch)
+    theirs = client.create_run(experiment_id, run_name="log-batch").info.run_id
+    log_batch_blocks(client, theirs)
+    assert_same_histories(client, ours, theirs)
