@@ -218,6 +218,9 @@ class TrackingCallback(Callback):
             from backprop_lab.tracking import ui_command
 
             print(f"\nMLflow store: {self.uri}\nOpen the UI:  {ui_command(self.uri)}")
+        if config.get("figures") is None and summaries:  # sweeps render figures on demand
+            example = summaries[0].get("run_id") or "<job folder>"
+            print(f"Figures:      python -m backprop_lab.run_figures {example}")
         problems = len(failed) + missing
         sweep_dir = Path(config.hydra.sweep.dir)
         if summaries:

@@ -382,6 +382,9 @@ def render_mlflow_run(run_id: str, tracking_uri: str | None = None,
     db = sqlite_path(uri)
     if db is not None and not db.is_file():  # MlflowClient would create an empty store
         raise RunOutputsError(f"no MLflow store at {db} (tracking URI {uri})")
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # three small files
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
