@@ -78,6 +78,7 @@ def test_every_experiment_composes_builds_and_documents_its_runs(name: str) -> N
     for values in (full.hydra.sweeper.params or {}).values():
         n_runs *= len(str(values).split(","))
     assert int(claimed.group(1)) == n_runs
+    assert full.tracking.log_every == 1  # every metric of every epoch, in every experiment
     build(task_config(full))
 
 
