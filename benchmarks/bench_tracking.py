@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from itertools import chain, repeat
 from pathlib import Path
 
@@ -131,15 +132,20 @@ def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
     n_values = n_metrics * rows * runs
     count = [0]
 
-    def fresh() -> SqliteStore:
+    def fresh() -> tuple[SqliteStore, list[str]]:
+        """A new store and ``runs`` new runs in it."""
         count[0] += 1
         store = SqliteStore(tmp / f"w{count[0]}" / "mlflow.db")
-        store.ensure_experiment("bench", None)
-        return store
+        experiment_id = store.ensure_experiment("bench", None)
+        location = store.artifact_location(experiment_id)
+        run_ids = [uuid.uuid4().hex for _ in range(runs)]
+        for i, run_id in enumerate(run_ids):
+            store.create_run(run_id, experiment_id, f"r{i}",
+                             store.artifact_uri(location, run_id), {}, {})
+        return store, run_ids
 
     def ours() -> float:
-        store = fresh()
-        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
+        store, run_ids = fresh()
         tic = time.perf_counter()
         for i, run_id in enumerate(run_ids):
             for block in _blocks(n_metrics, rows, block_rows, seed=i):
@@ -149,8 +155,7 @@ def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
         return seconds
 
     def raw() -> float:
-        store = fresh()
-        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
+        store, run_ids = fresh()
         prepared = [
             list(chain.from_iterable(
                 zip(repeat(name), row, stamps.tolist(), repeat(run_id), steps.tolist(),
@@ -175,8 +180,7 @@ def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        store = fresh()
-        run_ids = [store.create_run("1", f"r{i}", {}, {}) for i in range(runs)]
+        store, run_ids = fresh()
         client = MlflowClient(f"sqlite:///{store.path}")
         tic = time.perf_counter()
         for i, run_id in enumerate(run_ids):

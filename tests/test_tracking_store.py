@@ -126,12 +126,14 @@ def test_rows_equal_what_mlflow_log_batch_writes(tmp_path, rows_of) -> None:
     backend = open_store(uri)
     for steps, values, times in BLOCKS:
         backend.log_metrics(ours, NAMES, steps, values, times)
+    backend.flush()  # blocks are written by the backend's writer thread
     log_batch_blocks(client, theirs)
     for table in ("metrics", "latest_metrics"):
         assert rows_of(db, table, ours) == rows_of(db, table, theirs), table
     assert_same_histories(client, ours, theirs)
     # Writing a block again (an interrupted flush repeated) adds nothing.
     backend.log_metrics(ours, NAMES, *BLOCKS[0])
+    backend.flush()
     assert rows_of(db, "metrics", ours) == rows_of(db, "metrics", theirs)
 
 

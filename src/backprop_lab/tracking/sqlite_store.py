@@ -26,6 +26,7 @@ writers (two sweeps into one store take turns).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, repeat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -46,6 +46,29 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 WORKSPACE = "default"
 RUN_NAME_TAG = "mlflow.runName"
 TAG_VALUE_LIMIT = 8000  # the tags.value column
+
+# Multi-row writes read their rows from JSON arrays with json_each: one statement, one call.
+INSERT_PAIRS = ("INSERT INTO {table} (key, value, run_uuid)"
+                " SELECT p.value ->> 0, p.value ->> 1, :run FROM json_each(:rows) AS p")
+REPLACE_TAGS = ("INSERT OR REPLACE INTO tags (key, value, run_uuid)"
+                " SELECT p.value ->> 0, p.value ->> 1, :run FROM json_each(:rows) AS p")
+# Value i of the flattened (k, n) block is metric i // n at step i % n; is_nan is the i-th
+# character of a string of 0s and 1s. Rows already stored are skipped (a repeated flush).
+INSERT_METRICS = (
+    "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan)"
+    " SELECT :names ->> (v.key / :n), v.value, :times ->> (v.key % :n), :run,"
+    " :steps ->> (v.key % :n), substr(:nan, v.key + 1, 1) = '1' FROM json_each(:values) AS v"
+)
+# MLflow's rule: latest_metrics holds the row with the greatest (step, timestamp, value).
+UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)"
+    " SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, :run"
+    " FROM json_each(:rows) AS r WHERE true"
+    " ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value,"
+    " timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan"
+    " WHERE (excluded.step, excluded.timestamp, excluded.value)"
+    " > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
 
 
 class SchemaMismatch(RuntimeError):
@@ -122,6 +145,11 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     return None
 
 
+def _pairs(run_id: str, items: Mapping[str, str], limit: int | None = None) -> dict:
+    """json_each parameters for (key, value) rows of one run."""
+    return {"run": run_id, "rows": json.dumps([[k, v[:limit]] for k, v in items.items()])}
+
+
 def sanitize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(stored values, is_nan) as MLflow stores floats: NaN -> 0 with is_nan, +/-inf -> +/-max."""
     is_nan = np.isnan(values)
@@ -155,13 +183,13 @@ class SqliteStore:
     def close(self) -> None:
         self.con.close()
 
-    def _transaction(self, statements: Iterable[tuple[str, Iterable | Sequence]]) -> None:
-        """Run (sql, rows) pairs in one write transaction; rows are executemany's parameters."""
+    def _transaction(self, statements: Iterable[tuple[str, Mapping | Sequence]]) -> None:
+        """Run (sql, parameters) pairs in one write transaction."""
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in statements:
-                con.executemany(sql, rows)
+            for sql, parameters in statements:
+                con.execute(sql, parameters)
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -198,15 +226,21 @@ class SqliteStore:
                              "(mlflow experiments restore) or choose another tracking.experiment")
         return str(row[0])
 
-    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str],
-                   params: Mapping[str, str]) -> str:
-        """A new RUNNING run with its tags and params, as MLflow's ``create_run`` makes it."""
-        run_id = uuid.uuid4().hex
+    def artifact_location(self, experiment_id: str) -> str:
         row = self.con.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?",
                                (int(experiment_id),)).fetchone()
         if row is None:
             raise ValueError(f"no experiment with id {experiment_id} in {self.path}")
-        artifact_uri = f"{row[0].rstrip('/')}/{run_id}/artifacts"
+        return row[0]
+
+    @staticmethod
+    def artifact_uri(artifact_location: str, run_id: str) -> str:
+        """Where MLflow puts a run's artifacts: ``<experiment's location>/<run id>/artifacts``."""
+        return f"{artifact_location.rstrip('/')}/{run_id}/artifacts"
+
+    def create_run(self, run_id: str, experiment_id: str, run_name: str, artifact_uri: str,
+                   tags: Mapping[str, str], params: Mapping[str, str]) -> None:
+        """A new RUNNING run with its tags and params, as MLflow's ``create_run`` makes it."""
         tags = {RUN_NAME_TAG: run_name, **tags}
         user = tags.get("mlflow.user", "unknown")
         self._transaction([
@@ -214,25 +248,20 @@ class SqliteStore:
              " user_id, status, start_time, end_time, source_version, lifecycle_stage,"
              " artifact_uri, experiment_id, deleted_time)"
              " VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
-             [(run_id, run_name, user, _now_ms(), artifact_uri, int(experiment_id))]),
-            ("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-             [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()]),
-            ("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
-             [(k, v, run_id) for k, v in params.items()]),
+             (run_id, run_name, user, _now_ms(), artifact_uri, int(experiment_id))),
+            (INSERT_PAIRS.format(table="tags"), _pairs(run_id, tags, TAG_VALUE_LIMIT)),
+            (INSERT_PAIRS.format(table="params"), _pairs(run_id, params)),
         ])
-        return run_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._transaction([("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                            [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()])])
+        self._transaction([(REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT))])
 
     def end_run(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
         """Set tags, then the terminal ``status`` and the end time, in one transaction."""
         self._transaction([
-            ("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-             [(k, v[:TAG_VALUE_LIMIT], run_id) for k, v in tags.items()]),
+            (REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT)),
             ("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
-             [(status, _now_ms(), run_id)]),
+             (status, _now_ms(), run_id)),
         ])
 
     # -- metrics --------------------------------------------------------------------------------
@@ -241,42 +270,38 @@ class SqliteStore:
         """Write a block of history: metric ``names[i]`` took ``values[i, j]`` at ``steps[j]``.
 
         Shapes: names (k,), steps (n,) int, values (k, n) float, timestamps (n,) int
-        (milliseconds since the epoch). One transaction: k * n ``metrics`` rows and k
-        ``latest_metrics`` upserts.
+        (milliseconds since the epoch). One transaction: k * n ``metrics`` rows, inserted by
+        one statement that reads them from JSON arrays (``json_each``: the rows never become
+        Python objects, and the insert runs without holding the GIL), and k ``latest_metrics``
+        upserts.
         """
         k, n = values.shape
         if k == 0 or n == 0:
             return
         stored, is_nan = sanitize(np.asarray(values, dtype=np.float64))
-        step_list, time_list = steps.tolist(), timestamps.tolist()
-        rows = chain.from_iterable(
-            zip(repeat(name), row, time_list, repeat(run_id), step_list, nan_row)
-            for name, row, nan_row in zip(names, stored.tolist(), is_nan.tolist())
-        )
         # The latest value of each key in this block: greatest (step, timestamp, value).
         order = np.lexsort((stored, np.broadcast_to(timestamps, (k, n)),
                             np.broadcast_to(steps, (k, n))), axis=-1)[:, -1]
         pick = (np.arange(k), order)
-        latest = zip(names, stored[pick].tolist(), timestamps[order].tolist(),
-                     steps[order].tolist(), is_nan[pick].tolist(), repeat(run_id))
+        latest = list(zip(names, stored[pick].tolist(), timestamps[order].tolist(),
+                          steps[order].tolist(), is_nan[pick].astype(int).tolist()))
         self._transaction([
-            ("INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan)"
-             " VALUES (?, ?, ?, ?, ?, ?)", rows),
-            ("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)"
-             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, run_uuid) DO UPDATE SET"
-             " value = excluded.value, timestamp = excluded.timestamp, step = excluded.step,"
-             " is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value)"
-             " > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)", latest),
+            (INSERT_METRICS, {
+                "run": run_id, "n": n, "names": json.dumps(list(names)),
+                "steps": json.dumps(steps.tolist()), "times": json.dumps(timestamps.tolist()),
+                "values": json.dumps(stored.ravel().tolist()),
+                "nan": (is_nan.ravel().astype(np.uint8) + ord("0")).tobytes().decode(),
+            }),
+            (UPSERT_LATEST, {"run": run_id, "rows": json.dumps(latest)}),
         ])
 
     # -- artifacts ------------------------------------------------------------------------------
-    def artifact_dir(self, run_id: str) -> Path | None:
-        """The run's local artifact folder (None when artifacts live in a remote store)."""
+    def run_artifact_uri(self, run_id: str) -> str:
         row = self.con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?",
                                (run_id,)).fetchone()
         if row is None:
             raise ValueError(f"no run {run_id} in {self.path}")
-        return local_artifact_dir(row[0])
+        return row[0]
 
     @staticmethod
     def copy_artifact(local: Path, root: Path, artifact_path: str | None) -> None:

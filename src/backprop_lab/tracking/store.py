@@ -25,6 +25,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import functools  # noqa: E402
 import json  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -83,40 +84,91 @@ class Backend(Protocol):
 
 
 class SqliteBackend:
-    """Writes with :class:`~backprop_lab.tracking.sqlite_store.SqliteStore`."""
+    """Writes with :class:`~backprop_lab.tracking.sqlite_store.SqliteStore`, on a thread.
+
+    Every write goes, in order, to one writer thread that owns the connection, so training goes
+    on while a block is inserted: the inserts run in SQLite without the GIL, on the other core.
+    Calls that need an answer (:meth:`ensure_experiment`) and :meth:`end_run` wait for
+    everything before them; :meth:`flush` waits and raises the first error. After an error the
+    writes queued behind it are not made (they would refer to a run that may not exist).
+    """
 
     def __init__(self, uri: str, store) -> None:
         self.uri = uri
         self.store = store
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._pending: list[Future] = []
+        self._error: BaseException | None = None
+        self._locations: dict[str, str] = {}  # experiment id -> artifact location
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI
+
+    def _write(self, fn, *args) -> Future:
+        def guarded():
+            if self._error is None:
+                try:
+                    return fn(*args)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+            return None
+
+        future = self._writer.submit(guarded)
+        self._pending.append(future)
+        return future
+
+    def flush(self) -> None:
+        """Wait for every write queued so far; raise the first error."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()  # waits
+        if self._error is not None:
+            raise self._error
+
+    def _call(self, fn, *args):
+        """Run ``fn`` on the writer after everything queued before it; return its result."""
+        future = self._write(fn, *args)
+        self.flush()
+        return future.result()
 
     def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
-        return self.store.ensure_experiment(name, artifact_location)
+        return self._call(self.store.ensure_experiment, name, artifact_location)
 
     def create_run(self, experiment_id, run_name, params, tags) -> str:
-        return self.store.create_run(experiment_id, run_name,
-                                     {k: text(v) for k, v in tags.items()},
-                                     {k: text(v) for k, v in params.items()})
+        if experiment_id not in self._locations:
+            self._locations[experiment_id] = self._call(self.store.artifact_location,
+                                                        experiment_id)
+        run_id = uuid.uuid4().hex
+        artifact_uri = self.store.artifact_uri(self._locations[experiment_id], run_id)
+        self._artifact_uris[run_id] = artifact_uri
+        self._write(self.store.create_run, run_id, experiment_id, run_name, artifact_uri,
+                    {k: text(v) for k, v in tags.items()}, {k: text(v) for k, v in params.items()})
+        return run_id
 
     def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
-        self.store.log_metrics(run_id, names, steps, values, timestamps)
+        self._write(self.store.log_metrics, run_id, names, steps, values, timestamps)
 
     def set_tags(self, run_id, tags) -> None:
-        self.store.set_tags(run_id, {k: text(v) for k, v in tags.items()})
+        self._write(self.store.set_tags, run_id, {k: text(v) for k, v in tags.items()})
 
     def log_artifacts(self, run_id, specs) -> None:
-        root = self.store.artifact_dir(run_id)
+        from backprop_lab.tracking.sqlite_store import local_artifact_dir
+
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:  # a run this process did not create
+            uri = self._call(self.store.run_artifact_uri, run_id)
+        root = local_artifact_dir(uri)
         if root is None:  # a remote artifact store: MLflow's artifact repositories
+            self.flush()
             MlflowBackend(self.uri).log_artifacts(run_id, specs)
             return
         for spec in specs:
             if spec.local.exists():
-                self.store.copy_artifact(spec.local, root, spec.artifact_path)
+                self._write(self.store.copy_artifact, spec.local, root, spec.artifact_path)
 
     def end_run(self, run_id, status, tags) -> None:
-        self.store.end_run(run_id, status, {k: text(v) for k, v in tags.items()})
-
-    def flush(self) -> None:  # every call above has committed before it returned
-        pass
+        """Queued behind the run's metrics and artifacts; returns once all of them are stored."""
+        self._write(self.store.end_run, run_id, status, {k: text(v) for k, v in tags.items()})
+        self.flush()
 
 
 class MlflowBackend:
