@@ -71,7 +71,7 @@ def read_back(uri: str, experiment: str) -> tuple[int, int, str]:
     """(jobs recorded as finished children with a train/loss history, jobs found, problems)."""
     from mlflow.tracking import MlflowClient
 
-    from backprop_lab.tracking import OUTCOME_TAG, PARENT_TAG, ROLE_TAG
+    from backprop_lab.contract import OUTCOME_TAG, PARENT_TAG, ROLE_TAG
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

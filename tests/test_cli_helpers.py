@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from backprop_lab import tracking
-from backprop_lab.config import REPO_ROOT, flatten
+from backprop_lab.config import flatten
+from backprop_lab.contract import REPO_ROOT
 from backprop_lab.history import History
 from backprop_lab.job_context import run_name
 from backprop_lab.progress import grad_ratio, runs_table
@@ -119,7 +120,8 @@ def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypa
     from mlflow.tracking import MlflowClient
 
     from backprop_lab import app, training
-    from backprop_lab.config import CONF_DIR, register_configs
+    from backprop_lab.config import register_configs
+    from backprop_lab.contract import CONF_DIR
     from backprop_lab.job_context import JobContext
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
@@ -166,7 +168,8 @@ def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, read_write
 
-    from backprop_lab.config import CONF_DIR, register_configs
+    from backprop_lab.config import register_configs
+    from backprop_lab.contract import CONF_DIR
     from backprop_lab.hydra_callbacks import job_configs, sweep_jobs, task_config
 
     register_configs()
@@ -200,3 +203,18 @@ def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:
     write_history_csv(history, tmp_path / "ours.csv")
     history.to_frame().to_csv(tmp_path / "pandas.csv", float_format="%.9g")
     assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+
+
+def test_training_and_analysis_use_one_store_under_backprop_lab_root(tmp_path) -> None:
+    """$BACKPROP_LAB_ROOT moves the project's default store for training and analysis alike."""
+    import subprocess
+    import sys
+
+    code = ("from backprop_lab.tracking import resolve_tracking_uri;"
+            "from backprop_lab.analysis.loading import default_tracking_uri;"
+            "print(resolve_tracking_uri(None)); print(default_tracking_uri())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["BACKPROP_LAB_ROOT"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [f"sqlite:///{tmp_path / 'mlflow.db'}"] * 2

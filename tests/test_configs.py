@@ -12,14 +12,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from backprop_lab.app import build
-from backprop_lab.config import (
-    CONF_DIR,
-    EXPERIMENTS_DIR,
-    ConfigError,
-    flatten,
-    register_configs,
-    validate,
-)
+from backprop_lab.config import ConfigError, flatten, register_configs, validate
+from backprop_lab.contract import CONF_DIR, EXPERIMENTS_DIR
 from backprop_lab.datasets import DATASETS
 from backprop_lab.hydra_callbacks import task_config
 

@@ -301,7 +301,8 @@ def test_preflight_names_what_is_missing_within_seconds():
     from hydra import compose, initialize_config_dir
 
     from backprop_lab.cluster import PreflightError, preflight
-    from backprop_lab.config import CONF_DIR, register_configs
+    from backprop_lab.config import register_configs
+    from backprop_lab.contract import CONF_DIR
     from backprop_lab.server import free_port
 
     register_configs()

@@ -52,7 +52,8 @@ def train_tiny(overrides: list[str], folder: Path, name: str):
     from omegaconf import OmegaConf
 
     from backprop_lab.app import build
-    from backprop_lab.config import CONF_DIR, register_configs, to_plain
+    from backprop_lab.config import register_configs, to_plain
+    from backprop_lab.contract import CONF_DIR
     from backprop_lab.training import train
 
     register_configs()

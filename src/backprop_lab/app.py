@@ -30,7 +30,6 @@ from hydra.errors import CompactHydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from backprop_lab.config import (  # noqa: E402
-    CONF_DIR,
     ConfigError,
     flatten,
     hidden_sizes,
@@ -38,11 +37,11 @@ from backprop_lab.config import (  # noqa: E402
     to_plain,
     validate,
 )
+from backprop_lab.contract import CONF_DIR, OUTPUT_DIR_TAG, ROLE_TAG, SUMMARY_FILE  # noqa: E402
 from backprop_lab.job_context import JobContext  # noqa: E402
 from backprop_lab.progress import ProgressBar, grad_ratio, summary_line  # noqa: E402
 from backprop_lab.run_outputs import artifact_specs, save_outputs  # noqa: E402
 
-SUMMARY_FILE = "summary.json"
 log = logging.getLogger(__name__)
 
 
@@ -227,11 +226,11 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built):
                                                cfg.tracking.artifact_location)
     params = flatten(to_plain(cfg)) | derived_params(built)
     tags = {
-        tracking.ROLE_TAG: "job",
+        ROLE_TAG: "job",
         "hydra.overrides": " ".join(ctx.overrides),
         **{f"choice.{k}": v for k, v in ctx.choices.items()},
         **tracking.git_tags(),
-        "backprop_lab.output_dir": str(ctx.output_dir),
+        OUTPUT_DIR_TAG: str(ctx.output_dir),
     }
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)

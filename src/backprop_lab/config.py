@@ -15,7 +15,6 @@ working directory.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -24,13 +23,9 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from backprop_lab.activations import ACTIVATIONS
+from backprop_lab.contract import EXPERIMENTS_DIR
 from backprop_lab.initializers import INIT_CHOICES
 from backprop_lab.losses import OUTPUTS
-
-# src/backprop_lab/config.py -> the repository root; BACKPROP_LAB_ROOT points elsewhere.
-REPO_ROOT = Path(os.environ.get("BACKPROP_LAB_ROOT") or Path(__file__).resolve().parents[2])
-CONF_DIR = REPO_ROOT / "conf"
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
 # Enums built from the engine's registries: adding an activation to activations.ACTIVATIONS
 # makes it a valid `activation=` value with nothing to edit here.

@@ -25,6 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from backprop_lab.contract import N_JOBS_TAG, ROLE_TAG, SWEPT_KEYS_TAG
 from backprop_lab.job_context import (
     ENV_PARENT_RUN_ID,
     ENV_SWEEP_ID,
@@ -192,10 +193,10 @@ class TrackingCallback(Callback):
         swept_cli = [o for o in cli if split_override(o)[0] in swept]
         name = experiment or ("sweep " + " ".join(swept_cli) if swept_cli else "sweep")
         tags = {
-            tracking.ROLE_TAG: "sweep",
+            ROLE_TAG: "sweep",
             "hydra.overrides": " ".join(cli),
-            "backprop_lab.n_jobs": str(self.n_jobs),
-            "backprop_lab.swept_keys": ",".join(swept),
+            N_JOBS_TAG: str(self.n_jobs),
+            SWEPT_KEYS_TAG: ",".join(swept),
             "backprop_lab.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
             **{f"choice.{k}": str(v) for k, v in choices.items() if k in GROUPS and v},
             **tracking.git_tags(),
@@ -301,7 +302,7 @@ def write_runs_csv(summaries: list[dict], path: Path) -> None:
 
 def collect_summaries(sweep_dir: Path, sweep_id: str | None) -> list[dict]:
     """The summary.json of every job of this sweep (job order), from the sweep folder."""
-    from backprop_lab.app import SUMMARY_FILE
+    from backprop_lab.contract import SUMMARY_FILE
 
     found = []
     for path in sweep_dir.glob(f"**/{SUMMARY_FILE}"):

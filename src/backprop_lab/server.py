@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from backprop_lab.config import REPO_ROOT
+from backprop_lab.contract import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT / ".tracking-server"
 DEFAULT_HOST = "127.0.0.1"

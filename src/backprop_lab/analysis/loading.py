@@ -13,15 +13,19 @@ file or a tracking server alike.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+from backprop_lab.contract import (  # noqa: E402
+    PARENT_TAG,
+    ROLE_TAG,
+    default_tracking_uri,
+    telemetry_off,
+)
+
+telemetry_off()
 # mlflow imports tqdm.auto, which warns in a Jupyter kernel without ipywidgets; we show no bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
@@ -35,8 +39,6 @@ from .histories import ID_COLUMNS, LAYER_KEY, load_histories  # noqa: E402
 __all__ = ["ID_COLUMNS", "SweepData", "default_tracking_uri", "list_sweeps", "load_histories",
            "load_sweep", "runs_table", "select_runs"]
 
-ROLE_TAG = "backprop_lab.role"
-PARENT_TAG = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "backprop-lab"
 
 # Columns of the runs table taken from params, with their types; (column, param keys tried in
@@ -83,24 +85,6 @@ class SweepData:
             f"SweepData({what}, {len(self.runs)} runs, {len(self.histories)} history rows, "
             f"{self.uri})"
         )
-
-
-def find_repo_root() -> Path:
-    """The project root: the checkout holding this package, else the nearest parent of the
-    working directory with a ``pyproject.toml``, else the working directory."""
-    here = Path(__file__).resolve().parents[3]
-    if (here / "pyproject.toml").is_file():
-        return here
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return cwd
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the project's store ``sqlite:///<root>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{find_repo_root() / 'mlflow.db'}"
 
 
 def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",

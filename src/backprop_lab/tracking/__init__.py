@@ -28,7 +28,13 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlparse  # noqa: E402
 
-from backprop_lab.config import REPO_ROOT  # noqa: E402
+from backprop_lab.contract import (  # noqa: E402
+    OUTCOME_TAG,
+    REASON_TAG,
+    REPO_ROOT,
+    STATUS,
+    default_tracking_uri,
+)
 from backprop_lab.tracking.run_tracker import RunTracker  # noqa: E402
 from backprop_lab.tracking.store import (  # noqa: E402
     PARENT_TAG,
@@ -40,12 +46,7 @@ from backprop_lab.tracking.store import (  # noqa: E402
 __all__ = ["ArtifactSpec", "RunTracker", "create_run", "end_run", "ensure_experiment",
            "open_store", "resolve_tracking_uri", "sqlite_path"]
 
-ROLE_TAG = "backprop_lab.role"
-OUTCOME_TAG = "backprop_lab.outcome"
-REASON_TAG = "backprop_lab.failure_reason"
 
-# outcome -> MLflow run status
-STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
 
 
 def resolve_tracking_uri(uri: str | None, base_dir: str | Path | None = None) -> str:
@@ -55,7 +56,7 @@ def resolve_tracking_uri(uri: str | None, base_dir: str | Path | None = None) ->
     (the directory the command was started from), so every job of a sweep, whatever its working
     directory, writes to the same database.
     """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    uri = uri or default_tracking_uri()
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]

@@ -1,0 +1,61 @@
+"""The names every part of backprop-lab agrees on, each defined once; no heavy imports.
+
+Training writes these, tracking stores them, analysis, scripts and benchmarks read them back:
+
+- where the project lives (``REPO_ROOT``, moved by ``$BACKPROP_LAB_ROOT``) and its default MLflow
+  store (``sqlite:///<root>/mlflow.db``, unless ``$MLFLOW_TRACKING_URI`` says otherwise);
+- the run tags of the harness (``backprop_lab.role`` and the rest);
+- the per-run files (``history.csv``, ``summary.json``, ...);
+- the telemetry defaults: MLflow and Ray send usage data unless told not to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# -- where things are -----------------------------------------------------------------------------
+ROOT_ENV = "BACKPROP_LAB_ROOT"
+#: The repository (conf/, experiments/, the default store). src/backprop_lab/contract.py ->
+#: the repository root, unless $BACKPROP_LAB_ROOT points elsewhere.
+REPO_ROOT = Path(os.environ.get(ROOT_ENV) or Path(__file__).resolve().parents[2])
+CONF_DIR = REPO_ROOT / "conf"
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+STORE_FILE = "mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else the project's store ``sqlite:///<root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / STORE_FILE}"
+
+
+# -- run tags -------------------------------------------------------------------------------------
+ROLE_TAG = "backprop_lab.role"  # "sweep" (a parent run) or "job"
+OUTCOME_TAG = "backprop_lab.outcome"  # finished | diverged | failed | killed
+REASON_TAG = "backprop_lab.failure_reason"
+OUTPUT_DIR_TAG = "backprop_lab.output_dir"  # the job's Hydra folder
+N_JOBS_TAG = "backprop_lab.n_jobs"
+SWEPT_KEYS_TAG = "backprop_lab.swept_keys"
+PARENT_TAG = "mlflow.parentRunId"
+#: outcome -> MLflow run status
+STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
+
+# -- a job's files (its Hydra folder; all but the summary are also the run's artifacts) -----------
+HISTORY_FILE = "history.csv"  # every metric of every epoch
+SUMMARY_FILE = "summary.json"  # the job's one-line summary, read by the sweep's table
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "weights.npz"
+HISTOGRAMS_FILE = "histograms.npz"
+FIGURES_DIR = "figures"
+
+# -- privacy --------------------------------------------------------------------------------------
+#: Set (unless the user set them) before MLflow, Ray or a server they start is imported.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                 "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def telemetry_off() -> None:
+    """Turn MLflow's and Ray's usage reporting off in this process (and what it starts), unless
+    the environment already says otherwise."""
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)
