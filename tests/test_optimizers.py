@@ -80,15 +80,3 @@ def test_matches_torch_optim(name: str, kwargs: dict) -> None:
 def test_bad_hyperparameters_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_optimizer(**kwargs)
-
-
-@pytest.mark.parametrize(("name", "kwargs"), CASES)
-def test_chunked_updates_are_bit_identical(name: str, kwargs: dict, monkeypatch) -> None:
-    """Large networks update in chunks (small temporaries); the result must not change."""
-    rng = np.random.default_rng(3)
-    net0 = MLP([3, 4, 2], "tanh", "mse", rng=np.random.default_rng(0))
-    grads = [rng.normal(size=net0.n_params) for _ in range(4)]
-    whole, _ = run_ours(name, kwargs, grads)
-    monkeypatch.setattr("backprop_lab.optimizers.CHUNK", 7)  # chunks straddle weights/biases
-    chunked, _ = run_ours(name, kwargs, grads)
-    np.testing.assert_array_equal(chunked, whole)

@@ -23,16 +23,10 @@ from backprop_lab.network import MLP
 Array = np.ndarray
 
 
-#: Parameters are updated in chunks of this many values, so the temporaries of an update stay
-#: small (a 2 MiB chunk, not a copy of every parameter) on large networks.
-CHUNK = 1 << 18
-
-
 class Optimizer:
     """Base class: ``step(net)`` applies one update from ``net.grads`` to ``net.params``.
 
-    Subclasses implement ``_update(params, grads, state)`` on one chunk of the flat vectors
-    (element-wise, so chunking does not change a single bit of the result).
+    Subclasses implement ``_update(params, grads)`` on the flat vectors (P,).
     """
 
     name = ""
@@ -48,32 +42,20 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state: dict[str, Array] = {}
-        self.scratch: list[Array] = []
 
     def step(self, net: MLP) -> None:
         self.t += 1
-        P, nw = net.params.size, net.n_weights
-        if not self.scratch:
+        if len(self.state) < len(self.state_names):
             self.state = {name: np.zeros_like(net.params) for name in self.state_names}
-            # Reused temporaries: a fresh large array costs a page fault per 4 KiB page.
-            size = min(CHUNK, P)
-            self.scratch = [np.empty(size, dtype=net.params.dtype) for _ in range(3)]
-        for lo in range(0, P, CHUNK):
-            hi = min(lo + CHUNK, P)
-            params, grads = net.params[lo:hi], net.grads[lo:hi]
-            if self.weight_decay and lo < nw:
-                # L2 decay on the weights only (biases are not decayed): g + wd * w.
-                decayed = self.scratch[2][: hi - lo]
-                np.copyto(decayed, grads)
-                w = min(hi, nw) - lo
-                decayed[:w] += self.weight_decay * params[:w]
-                grads = decayed
-            scratch = [buf[: hi - lo] for buf in self.scratch[:2]]
-            self._update(params, grads, {k: v[lo:hi] for k, v in self.state.items()}, scratch)
+        grads = net.grads
+        if self.weight_decay:
+            # L2 decay on the weights only (biases are not decayed): g + wd * w.
+            grads = grads.copy()
+            nw = net.n_weights
+            grads[:nw] += self.weight_decay * net.params[:nw]
+        self._update(net.params, grads)
 
-    def _update(
-        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
-    ) -> None:
+    def _update(self, params: Array, grads: Array) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -84,11 +66,8 @@ class Optimizer:
 class GradientDescent(Optimizer):
     name = "gd"
 
-    def _update(
-        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
-    ) -> None:
-        step = np.multiply(grads, self.lr, out=scratch[0])
-        params -= step
+    def _update(self, params: Array, grads: Array) -> None:
+        params -= self.lr * grads
 
 
 class SGD(GradientDescent):
@@ -110,20 +89,14 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def _update(
-        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
-    ) -> None:
-        v = state["velocity"]
+    def _update(self, params: Array, grads: Array) -> None:
+        v = self.state["velocity"]
         v *= self.momentum
         v += grads
-        step = scratch[0]
-        if self.nesterov:  # lr * (g + mu v)
-            np.multiply(v, self.momentum, out=step)
-            step += grads
-            step *= self.lr
-        else:  # lr * v
-            np.multiply(v, self.lr, out=step)
-        params -= step
+        if self.nesterov:
+            params -= self.lr * (grads + self.momentum * v)
+        else:
+            params -= self.lr * v
 
     def __repr__(self) -> str:
         nesterov = ", nesterov" if self.nesterov else ""
@@ -151,25 +124,15 @@ class Adam(Optimizer):
             raise ValueError(f"eps must be positive; got {eps!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def _update(
-        self, params: Array, grads: Array, state: dict[str, Array], scratch: list[Array]
-    ) -> None:
-        m, v = state["m"], state["v"]
-        a, b = scratch
+    def _update(self, params: Array, grads: Array) -> None:
+        m, v = self.state["m"], self.state["v"]
         m *= self.beta1
-        m += np.multiply(grads, 1.0 - self.beta1, out=a)
+        m += (1.0 - self.beta1) * grads
         v *= self.beta2
-        np.multiply(grads, grads, out=a)
-        a *= 1.0 - self.beta2
-        v += a
+        v += (1.0 - self.beta2) * (grads * grads)
         m_hat_scale = self.lr / (1.0 - self.beta1**self.t)
         v_hat_scale = 1.0 / (1.0 - self.beta2**self.t)
-        denom = np.multiply(v, v_hat_scale, out=a)
-        np.sqrt(denom, out=denom)
-        denom += self.eps
-        step = np.multiply(m, m_hat_scale, out=b)
-        step /= denom
-        params -= step
+        params -= (m_hat_scale * m) / (np.sqrt(v_hat_scale * v) + self.eps)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (GradientDescent, SGD, Momentum, Adam)}
