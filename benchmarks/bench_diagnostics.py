@@ -43,17 +43,16 @@ def best_of(fn, loops: int, repeats: int = 5) -> float:
 
 def breakdown(wl: Workload, ds, loops: int) -> dict[str, float]:
     """Per-epoch CPU time of the parts of a full-batch epoch, timed in isolation (best of 5):
-    the passes, the recorder's per-epoch work (its capture, plus for lean workspaces the
-    per-layer reduction inside backward) and its per-block flush (per epoch)."""
+    the passes and the recorder's per-epoch work (its row: the per-layer reduction inside
+    backward, ``measure`` and ``record_update``)."""
     from backprop_lab.diagnostics import DiagnosticsRecorder
     from backprop_lab.history import History
 
     net = wl.net(ds)
-    X, Y, m = ds.X_train, ds.Y_train, ds.n_train
-    rec = DiagnosticsRecorder(net, m)
-    ws = rec.workspace()
-    hook = rec.backward_hook(ws)
-    history = History(rec.K + 1, net.n_layers, False, True)
+    X, Y = ds.X_train, ds.Y_train
+    ws = net.new_workspace(ds.n_train)
+    rec = DiagnosticsRecorder(net, ws)
+    history = History(1, net.n_layers, False, True)
 
     def passes(hook=None) -> None:
         net.forward(X, ws)
@@ -62,26 +61,15 @@ def breakdown(wl: Workload, ds, loops: int) -> dict[str, float]:
         net.backward(Y, ws, hook)
 
     def measured() -> None:
-        passes(hook)
-        rec.epochs.clear()
-        rec.capture(0, ws)
-        rec.record_update()
-
-    def block() -> None:
-        rec.epochs.clear()
-        for e in range(rec.K):
-            rec.capture(e, ws)
-            rec.record_update()
-        rec.flush(history)
+        passes(rec.on_layer)
+        rec.measure(0, history)
+        rec.record_update(0, history)
 
     with np.errstate(all="ignore"):
         passes()
         measured()
         out = {"passes": best_of(passes, loops)}
-        out["capture"] = max(best_of(measured, loops) - out["passes"], 0.0)
-        capture_only = best_of(lambda: (rec.epochs.clear(), rec.capture(0, ws)), loops)
-        whole_block = best_of(block, max(1, loops // rec.K))
-        out["flush"] = max(whole_block - capture_only * rec.K, 0.0) / rec.K
+        out["row"] = max(best_of(measured, loops) - out["passes"], 0.0)
     return out
 
 
@@ -96,17 +84,15 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             "Ratio = time per steady-state epoch on / off (timed between history rows by a "
             "training callback: building the network, allocating the workspaces and the final "
             "probe pass are left out). The `isolated` columns time the parts of an "
-            "epoch alone (best of 5, CPU time): forward + loss + accuracy + backward, the "
-            "recorder's per-epoch work (`capture` and `record_update`, plus the per-layer "
-            "reduction inside backward for lean workspaces) and its block `flush` per epoch "
-            "(every K epochs, K = ring slots)."
+            "epoch alone (best of 5, CPU time): forward + loss + accuracy + backward, and the "
+            "recorder's work for one history row (the per-layer reduction inside backward, "
+            "`measure` and `record_update`)."
         ),
         ratio_label="on/off",
     )
     repeats = repeats if repeats is not None else (1 if quick else 9)
     for wl in workloads:
-        # Enough epochs for several blocks of K epochs (the recorder's ring) inside the loop.
-        epochs = wl.n_epochs(quick) if quick else max(wl.epochs, 64)
+        epochs = wl.n_epochs(quick)
         ds = wl.data(np.float64, quick)
 
         def once(diagnostics: bool, wl=wl, ds=ds, epochs=epochs) -> Sample:
@@ -115,17 +101,12 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
         times = interleaved({"on": lambda: once(True), "off": lambda: once(False)}, repeats)
         on_s, off_s = medians(times["on"]), medians(times["off"])
         on, off = primary(on_s, threads), primary(off_s, threads)
-        net = wl.net(ds)
-        from backprop_lab.diagnostics import DiagnosticsRecorder
-
-        ring = DiagnosticsRecorder(net, ds.n_train).K
         cells: dict[str, str] = {}
         try:  # recorder internals: informative only, never fatal
             parts = breakdown(wl, ds, loops=2 if quick else max(5, int(0.2 / max(off, 1e-6))))
             cells = {
                 "isolated: passes": fmt_time(parts["passes"]),
-                "capture": fmt_time(parts["capture"]),
-                "flush/epoch": fmt_time(parts["flush"]),
+                "row": fmt_time(parts["row"]),
             }
         except Exception as exc:
             table.notes.append(f"{wl.key}: no breakdown ({type(exc).__name__}: {exc})")
@@ -136,31 +117,27 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             cells={
                 "workload": wl.label,
                 "epochs": str(epochs),
-                "ring slots K": str(ring),
                 "diag on": fmt_time(on),
                 "diag off": fmt_time(off),
                 "added per epoch": fmt_time(on - off),
                 "wall on/off": fmt_ratio(on_s.wall / off_s.wall),
                 **cells,
             },
-            values={"on_s": on, "off_s": off, "ring_slots": ring,
-                    "wall_ratio": on_s.wall / off_s.wall},
+            values={"on_s": on, "off_s": off, "wall_ratio": on_s.wall / off_s.wall},
         ))
         if row.status != "PASS" and cells:
-            p = {k: parts[k] for k in ("passes", "capture", "flush")}
+            p = {k: parts[k] for k in ("passes", "row")}
             table.notes.append(
                 f"**{wl.key}: why the goal is missed.** In isolation the passes of an epoch take "
-                f"{fmt_time(p['passes'])} and the recorder adds {fmt_time(p['capture'])} a "
-                f"capture plus {fmt_time(p['flush'])} of block flush per epoch "
-                f"({fmt_ratio((p['passes'] + p['capture'] + p['flush']) / p['passes'])}x; the "
+                f"{fmt_time(p['passes'])} and the recorder adds {fmt_time(p['row'])} a row "
+                f"({fmt_ratio((p['passes'] + p['row']) / p['passes'])}x; the "
                 f"goal allows {fmt_time((GOAL - 1) * p['passes'])}). "
-                + ("At this size the recorder's cost is the fixed cost of its numpy calls "
-                   "(1-4 us each whatever the size: the fused per-unit sums of kernels.py, the "
-                   "copies of weights and gradients, the per-block statistics), not arithmetic."
+                + ("At this size the recorder's cost is the fixed cost of its numpy calls, "
+                   "whatever their size (the per-layer sums inside backward, the squared "
+                   "weights, gradients and steps, the row's statistics), not arithmetic."
                    if p["passes"] < 1e-3 else
-                   "At this size the cost is arithmetic: each layer is reduced inside backward "
-                   "while its rows are in cache, one more pass over every layer's errors, "
-                   "activations and derivatives.")
+                   "At this size the cost is arithmetic: one more pass over every layer's "
+                   "errors, activations and derivatives, and over the weights and gradients.")
                 + " The run's own on/off ratio also includes cache effects and the machine's "
                 "noise (see the wall column).")
         if row.status != "PASS" and not quick:
@@ -170,9 +147,6 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             table.notes.append(details(
                 f"cProfile of the diagnostics-on run, {wl.key} ({epochs} epochs; ratio "
                 f"{fmt_ratio(row.ratio)})", profile))
-    from backprop_lab import kernels
-
     table.notes.insert(0, f"{repeats} interleaved repeats after a warm-up round, medians. "
-                       + clock_note(threads) + f" Per-unit sums: the {kernels.backend()} backend "
-                       "of kernels.py.")
+                       + clock_note(threads))
     return table

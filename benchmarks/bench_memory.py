@@ -46,9 +46,7 @@ def run(quick: bool = False, threads: int = 1) -> Table:
             f"2 -> {len(hidden)} x {hidden[0]} tanh -> 1 on {2 * n_per_class} samples, full "
             f"batch, {epochs} epochs, float64, each variant in a fresh interpreter "
             "(`benchmarks/memory_probe.py`): baseline = its peak RSS (`ru_maxrss`) after the "
-            "imports, the data set (~100 KiB) and, for ours, loading the diagnostics' compiled "
-            "loop (numba's runtime, `kernel runtime`: library code like numpy's or torch's), "
-            "before the network is built. Ratio = "
+            "imports and the data set (~100 KiB), before the network is built. Ratio = "
             "(peak RSS - baseline RSS) / (parameter bytes + bytes of all layers' activations on "
             "the batch)."
         ),
@@ -77,7 +75,6 @@ def run(quick: bool = False, threads: int = 1) -> Table:
                 "baseline RSS": fmt_bytes(r["baseline"]),
                 "peak RSS": fmt_bytes(r["peak"]),
                 "added": fmt_bytes(added),
-                "kernel runtime": fmt_bytes(r["kernel_runtime"]) if "kernel_runtime" in r else "",
             },
             values={k: float(r[k]) for k in ("baseline", "peak", "param_bytes", "act_bytes")},
         ))
@@ -88,12 +85,12 @@ def run(quick: bool = False, threads: int = 1) -> Table:
         table.notes.append(
             "**Why the goal is missed.** Backpropagation must keep every layer's activations "
             "(and the parameters and their gradients), but only one layer's errors and "
-            "derivatives at a time: a pass this large gets a lean workspace (the activations, "
-            "two error buffers and one derivative buffer of the widest layer), the optimizer "
-            "updates in 2 MiB chunks with reused scratch, and with diagnostics each layer is "
-            "reduced inside backward. What remains with diagnostics on is the recorder's copy "
-            "of the weights at the start of each epoch (the update ratio needs W_before), one "
-            "parameter-sized buffer; without diagnostics the goal is met.")
+            "derivatives at a time: a workspace holds the activations, two error buffers and "
+            "one derivative buffer of the widest layer, and with "
+            "diagnostics each layer is reduced inside backward. Above that, each update forms "
+            "lr * g (plain numpy: a temporary the size of the parameters), and with diagnostics "
+            "on the recorder keeps a copy of the weights at the start of each epoch (the "
+            "update ratio needs W_before).")
     return table
 
 
@@ -101,12 +98,12 @@ def accounting(r: dict, hidden: list[int]) -> str:
     """Where our run's memory goes, from the engine's buffer layout."""
     params, acts, m = r["param_bytes"], r["act_bytes"], r["n_train"]
     layer = max(hidden) * m * 8  # one (widest layer, m) float64 buffer
-    chunk = min(params, (1 << 18) * 8)  # one optimizer scratch buffer
-    needed = 2 * params + acts + 3 * layer + 3 * chunk
+    needed = 3 * params + acts + 3 * layer
     return (
         f"Accounting (ours): parameters {fmt_bytes(params)} + gradients {fmt_bytes(params)}; "
         f"activations {fmt_bytes(acts)}; two error and one derivative scratch buffers of the "
-        f"widest layer {fmt_bytes(3 * layer)}; optimizer scratch {fmt_bytes(3 * chunk)}: "
-        f"{fmt_bytes(needed)}, a ratio of {needed / (params + acts):.2f}. With diagnostics, "
-        f"add the recorder's weight snapshot ({fmt_bytes(params)}) and per-unit sums."
+        f"widest layer {fmt_bytes(3 * layer)}; the update's temporary lr * g "
+        f"{fmt_bytes(params)}: {fmt_bytes(needed)}, a ratio of "
+        f"{needed / (params + acts):.2f}. With diagnostics, add the recorder's weight "
+        f"snapshot ({fmt_bytes(params)}) and per-unit sums."
     )

@@ -38,13 +38,6 @@ def main() -> None:
                       rng=np.random.default_rng(0))
     sizes = [ds.n_features, *spec["hidden"], ds.n_outputs]
     m = ds.n_train
-    libraries = peak_rss()
-    if spec["engine"] == "ours":
-        # The diagnostics' compiled loop (numba's runtime: code, not data) belongs to the
-        # baseline like numpy's and torch's own libraries; both of our variants load it.
-        from backprop_lab import kernels
-
-        kernels.warm_up(np.float64)
     baseline = peak_rss()
 
     net = MLP(sizes, "tanh", "sigmoid_bce", rng=np.random.default_rng(1))
@@ -71,8 +64,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             loss.item()
-    runtime = {"kernel_runtime": baseline - libraries} if spec["engine"] == "ours" else {}
-    print(json.dumps({**runtime, "start": start, "baseline": baseline, "peak": peak_rss(),
+    print(json.dumps({"start": start, "baseline": baseline, "peak": peak_rss(),
                       "param_bytes": param_bytes,
                       "act_bytes": act_bytes, "n_train": m, "sizes": sizes}))
 

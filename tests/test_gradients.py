@@ -30,7 +30,7 @@ def make_problem(activation: str, output: str, init: str, seed: int = 0):
 
 
 def loss_at(net: MLP, X: np.ndarray, Y: np.ndarray) -> float:
-    ws = net.new_workspace(X.shape[1], stacked=False)
+    ws = net.new_workspace(X.shape[1])
     net.forward(X, ws)
     return net.loss(ws, Y)
 
@@ -54,7 +54,7 @@ def numeric_gradient(net: MLP, X: np.ndarray, Y: np.ndarray, h: float = 1e-6) ->
 )
 def test_backprop_matches_finite_differences(activation: str, output: str, init: str) -> None:
     net, X, Y = make_problem(activation, output, init)
-    ws = net.new_workspace(X.shape[1], stacked=False)
+    ws = net.new_workspace(X.shape[1])
     net.forward(X, ws)
     analytic = net.backward(Y, ws).copy()
     numeric = numeric_gradient(net, X, Y)

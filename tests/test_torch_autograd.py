@@ -46,7 +46,7 @@ def torch_reference(net: MLP, X: np.ndarray, Y: np.ndarray):
 )
 def test_backprop_matches_pytorch_autograd(activation: str, output: str) -> None:
     net, X, Y = make_problem(activation, output, "auto", seed=1)
-    ws = net.new_workspace(X.shape[1], stacked=False)
+    ws = net.new_workspace(X.shape[1])
     net.forward(X, ws)
     ours_loss = net.loss(ws, Y)
     net.backward(Y, ws)

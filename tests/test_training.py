@@ -4,7 +4,6 @@ diagnostic recomputed independently from plain forward/backward passes."""
 import numpy as np
 import pytest
 
-from backprop_lab import kernels
 from backprop_lab.datasets import Dataset, load_dataset
 from backprop_lab.network import MLP
 from backprop_lab.optimizers import make_optimizer
@@ -78,26 +77,14 @@ def manual_diagnostics(net: MLP, X: np.ndarray, Y: np.ndarray) -> dict[str, list
     return out
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "lean"])
 @pytest.mark.parametrize(
     ("activation", "optimizer", "batch_size"),
     [("tanh", "gd", None), ("relu", "momentum", 16), ("sigmoid", "adam", 32)],
 )
 def test_every_diagnostic_matches_a_direct_computation(
-    activation, optimizer, batch_size, stacked, backend, monkeypatch
+    activation, optimizer, batch_size
 ) -> None:
-    """150 epochs cross ring-buffer blocks of 64 epochs; every row is recomputed independently.
-    ``lean`` forces the memory-saving workspace (per-layer reduction during backward) that large
-    networks use; ``numpy`` the per-unit sums without the compiled loop (kernels.py)."""
-    monkeypatch.setattr("backprop_lab.diagnostics.MAX_SLOTS", 64)
-    if not stacked:
-        monkeypatch.setattr("backprop_lab.network.STACK_BYTES", 0)
-    if backend == "numba":
-        if kernels.compiled() is None:
-            pytest.skip("numba is not installed (or BACKPROP_LAB_NUMBA=0)")
-    else:
-        monkeypatch.setattr("backprop_lab.kernels.compiled", lambda: None)
+    """150 epochs; every row is recomputed independently."""
     data = spiral(seed=1)
     epochs = 150
     make = lambda: MLP([2, 12, 6, 1], activation, rng=np.random.default_rng(5))  # noqa: E731
@@ -215,23 +202,37 @@ def test_bad_training_input_fails_before_training(sizes, output, kwargs, message
     np.testing.assert_array_equal(net.params, before)
 
 
-def test_callbacks_see_every_row_in_order() -> None:
+@pytest.mark.parametrize("diagnostics", [True, False])
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_callbacks_see_each_row_as_soon_as_it_is_complete(diagnostics, batch_size) -> None:
+    """on_epoch_end(e) comes once per row, in order, when row e is complete and before epoch
+    e + 1 is measured: the row it sees is the final row."""
     seen: list[int] = []
+    rows: dict[int, dict[str, float]] = {}
 
     class Recorder:
         def on_train_start(self, net, data, history):
             seen.append(-1)
 
         def on_epoch_end(self, epoch, history):
-            assert history.n_rows > epoch
+            assert history.n_rows == epoch + 1
+            assert np.isnan(history.scalars["train/loss"][epoch + 1 :]).all()
+            rows[epoch] = history.row(epoch)
             seen.append(epoch)
 
         def on_train_end(self, result):
             seen.append(-2)
 
     net = MLP([2, 4, 1], "tanh", rng=np.random.default_rng(0))
-    train(net, spiral(), make_optimizer("gd", lr=0.1), epochs=130, callbacks=[Recorder()])
+    result = train(net, spiral(), make_optimizer("gd", lr=0.1), epochs=130, batch_size=batch_size,
+                   diagnostics=diagnostics, callbacks=[Recorder()])
     assert seen == [-1, *range(131), -2]
+    for e, row in rows.items():
+        final = result.history.row(e)
+        assert row.keys() == final.keys()
+        np.testing.assert_array_equal(list(row.values()), list(final.values()), err_msg=f"row {e}")
+        if diagnostics and e < 130:
+            assert np.isfinite(list(row.values())).all(), f"row {e} is incomplete: {row}"
 
 
 def test_interrupted_training_keeps_the_rows_measured() -> None:

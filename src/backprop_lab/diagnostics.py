@@ -11,32 +11,33 @@ delta (n_l, m) and activations a (n_l, m) on the probe batch of m samples:
 - ``saturation`` = fraction of (unit, sample) pairs with f'(z) < 0.05 max f' (for relu: z <= 0)
 - ``dead_fraction`` = fraction of units saturated in that sense on every probe sample
 
-Cost: each epoch reduces the probe pass to per-unit sums (squared errors, activations and their
-squares, saturated samples) in one fused call while its buffers are still in cache (see
-kernels.py: every layer at once for a stacked workspace, layer by layer inside backward for a
-lean one), and copies the flat weight and gradient vectors into ring buffers. Every K epochs
-(up to MAX_SLOTS, within RING_BYTES) the per-layer statistics of all K epochs are formed at once,
-so the per-epoch Python overhead does not grow with depth.
+How: each epoch the probe pass is reduced to per-unit sums over its m samples, a (6, U) array
+(U = n_1 + ... + n_L): sum a, sum delta, sum a^2, sum delta^2, the number of saturated samples
+and whether that number is m. Errors and derivatives are reduced layer by layer inside backward
+(the workspace keeps them only until the next layer down), activations all layers at once
+afterwards, and sum delta is m times the bias gradient. Per-layer sums, a (9, L) array, follow
+by one ``np.add.reduceat`` over the units and one over the squared weights, gradients and weight
+steps; the row's statistics are formed from them with whole-row operations. A row is complete
+once the epoch's update is applied (the update ratio needs it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from backprop_lab import kernels, network
 from backprop_lab.history import History
 from backprop_lab.network import MLP, Workspace
 
 Array = np.ndarray
 SATURATION_THRESHOLD = 0.05
 HISTOGRAM_BINS = 64
-#: The ring buffers hold per-unit sums, weights and gradients of up to MAX_SLOTS epochs in about
-#: RING_BYTES; the per-layer statistics are formed once per ring (fewer, larger numpy calls).
-RING_BYTES = 1 << 20
-MAX_SLOTS = 256
+
+# Rows of the per-unit sums (6, U), reduced to rows 3..8 of the per-layer sums (9, L). Pairs
+# of rows are adjacent so that both a and delta take one operation per step.
+A_SUM, D_SUM, A_SQ, D_SQ, N_SAT, DEAD = range(6)
+W_SQ, G_SQ, U_SQ = range(3)
 
 
 @dataclass
@@ -51,173 +52,97 @@ class Histogram:
 
 
 class DiagnosticsRecorder:
-    """Per-epoch per-unit sums in small ring buffers, reduced per layer in blocks of K epochs."""
+    """Reduces each epoch's probe pass and update to one row of per-layer statistics.
 
-    def __init__(self, net: MLP, m: int, ring_bytes: int | None = None,
-                 max_slots: int | None = None) -> None:
-        ring_bytes = RING_BYTES if ring_bytes is None else ring_bytes
-        max_slots = MAX_SLOTS if max_slots is None else max_slots
+    ``ws`` is the workspace of the probe pass (m samples); pass ``on_layer`` to ``MLP.backward``
+    for that pass, then call ``measure``, and ``record_update`` after the epoch's updates.
+    """
+
+    def __init__(self, net: MLP, ws: Workspace) -> None:
         self.net = net
-        self.m = m
-        U, P, nw, L = net.n_units, net.n_params, net.n_weights, net.n_layers
-        # Small passes: a stacked workspace whose errors, activations and derivatives are
-        # reduced in one call per epoch (the call count matters more than the arithmetic), whole
-        # gradient vectors copied. Large ones: a lean workspace reduced layer by layer inside
-        # backward while each layer is in cache, and gradient norms taken per layer (no copy).
-        self.stacked = 3 * U * m * net.dtype.itemsize <= network.STACK_BYTES
-        row_bytes = 8 * (4 * U + nw + (P if self.stacked else L + U))
-        K = int(max(1, min(max_slots, ring_bytes // row_bytes)))
-        self.K = K
-        # Per unit: sum of delta^2 | sum of a^2, and sum of a | number of saturated samples.
-        self.squares = np.empty((K, 2 * U), dtype=net.dtype)
-        self.sums = np.empty((K, 2 * U), dtype=net.dtype)
-        self.params = np.empty((K, nw), dtype=net.dtype)  # weights at the start of each epoch
-        if self.stacked:
-            self.grads = np.empty((K, P), dtype=net.dtype)
-        else:
-            self.grad_sq = np.empty((K, L))  # per layer ||dW||^2
-            self.bias_grads = np.empty((K, U), dtype=net.dtype)
-        # Scratch for the flush: fresh large temporaries cost a page fault per 4 KiB page.
-        widest = max(b - a for a, b in zip(net.weight_offsets[:-1], net.weight_offsets[1:]))
-        self._step = np.empty((K, int(widest)), dtype=net.dtype)
+        self.ws = ws
+        self.m = m = ws.m
+        U, nw, L = net.n_units, net.n_weights, net.n_layers
+        self.per_unit = np.empty((6, U), dtype=net.dtype)
+        self.per_layer = np.empty((9, L))
+        # The squared weights, then the squared gradients, then W_before until the update's
+        # step W_after - W_before replaces it.
+        self.flat = np.empty(nw, dtype=net.dtype)
+        self.ones = np.ones(m, dtype=net.dtype)
+        widths = np.diff(net.unit_offsets).astype(float)
+        # Divisors of the per-layer sums of A_SUM..DEAD: entries per layer, units per layer.
+        self.divisors = np.vstack([np.tile(widths * m, (5, 1)), widths])
+        self.unit_starts = net.unit_offsets[:-1]
+        self.weight_starts = net.weight_offsets[:-1]
         self.weight_segments = [
             (int(a), int(b)) for a, b in zip(net.weight_offsets[:-1], net.weight_offsets[1:])
         ]
-        self.updated = np.zeros(K, dtype=bool)
-        self.epochs: list[int] = []
-        # Saturation: f'(z) < 5% of max f'. The output layer's slope dp/dz is rescaled to the
-        # hidden activation's maximum so that one scalar comparison covers every layer.
+        # Saturation: f'(z) < 5% of the largest f' of the layer's non-linearity (the output
+        # layer: of dp/dz).
         self.threshold = SATURATION_THRESHOLD * net.activation.max_derivative
-        self.output_scale = net.activation.max_derivative / net.head.max_derivative
-        self.hidden_units = U - net.sizes[-1]
-        self.unit_starts = net.unit_offsets[:-1]
-        self.weight_starts = net.weight_offsets[:-1]
-        self.widths = np.diff(net.unit_offsets).astype(float)
-        self.last_workspace: Workspace | None = None
-        self._no_rows = np.empty((0, m), dtype=net.dtype)
-        self._unit_sums = kernels.unit_sums_impl()
-        kernels.warm_up(net.dtype)  # before training's clock starts
+        self.output_threshold = SATURATION_THRESHOLD * net.head.max_derivative
+        rows = [net.layer_rows(l) for l in range(L)]
+        self._unit_rows = [(self.per_unit[D_SQ, r], self.per_unit[N_SAT, r]) for r in rows]
 
-    # -- per epoch -----------------------------------------------------------------------------
-    def workspace(self) -> Workspace:
-        """The probe pass's workspace: stacked when it fits ``network.STACK_BYTES``."""
-        return self.net.new_workspace(self.m, stacked=self.stacked)
-
-    def backward_hook(self, ws: Workspace) -> Callable[[int, Array, Array | None], None] | None:
-        """What ``MLP.backward`` must call per layer for this workspace (lean ones only)."""
-        self._hook_ws = ws
-        return None if ws.stacked else self._on_layer
-
-    def _on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
-        """Lean workspaces: reduce layer l while its rows are in cache (backward has just used
-        its activations and formed its error and derivative; none for the output layer)."""
-        i, U = len(self.epochs), self.net.n_units
-        lo, hi = int(self.net.unit_offsets[l]), int(self.net.unit_offsets[l + 1])
-        squares, sums = self.squares[i], self.sums[i]
-        self._unit_sums(
-            delta, self._hook_ws.A[lo:hi], self._no_rows if fprime is None else fprime,
-            self.threshold, self.net.head.slope, self.output_scale,
-            squares[lo:hi], squares[U + lo : U + hi], sums[lo:hi], sums[U + lo : U + hi])
-
-    def capture(self, epoch: int, ws: Workspace) -> None:
-        """Reduce the probe pass in ``ws`` (after forward and backward) to per-unit sums."""
-        i = len(self.epochs)
-        net = self.net
-        U = net.n_units
-        if ws.stacked:  # every layer at once; the output rows of F are not filled
-            squares, sums = self.squares[i], self.sums[i]
-            self._unit_sums(ws.D, ws.A, ws.F[: self.hidden_units], self.threshold,
-                            net.head.slope, self.output_scale,
-                            squares[:U], squares[U:], sums[:U], sums[U:])
-        # else: every layer was reduced during backward (``_on_layer``)
-        self.params[i] = net.params[: net.n_weights]
-        if self.stacked:
-            self.grads[i] = net.grads
+    def on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
+        """Reduce layer l's errors delta (n_l, m) and derivatives f'(z) (n_l, m) while backward
+        holds them; fprime is overwritten with 0/1 indicators (NaN is below nothing)."""
+        d_sq, n_sat = self._unit_rows[l]
+        np.vecdot(delta, delta, out=d_sq)
+        if fprime is None:  # the output layer: dp/dz, in the derivative buffer (free until now)
+            p = self.ws.A[self.net.layer_rows(l)]
+            fprime = self.net.head.derivative(p, out=self.ws.fprime(l))
+            np.less(fprime, self.output_threshold, out=fprime)
         else:
-            g = net.grads
-            for l, (a, b) in enumerate(self.weight_segments):
-                self.grad_sq[i, l] = np.vecdot(g[a:b], g[a:b])
-            self.bias_grads[i] = g[net.n_weights :]
-        self.updated[i] = False
-        self.epochs.append(epoch)
-        self.last_workspace = ws
+            np.less(fprime, self.threshold, out=fprime)
+        np.matmul(fprime, self.ones, out=n_sat)
 
-    def record_update(self) -> None:
-        """Mark that the epoch whose probe pass was captured last has applied its updates.
+    def measure(self, epoch: int, history: History) -> None:
+        """Fill history row ``epoch`` (all but its update ratio) from the probe pass (after
+        forward, and backward with ``on_layer``) and the network's weights and gradients."""
+        net, u, A, nw = self.net, self.per_unit, self.ws.A, self.net.n_weights
+        np.matmul(A, self.ones, out=u[A_SUM])
+        np.vecdot(A, A, out=u[A_SQ])
+        # sum_i delta_i = m db: the bias gradient holds the error's per-unit sums.
+        np.multiply(net.grads[nw:], self.m, out=u[D_SUM])
+        np.greater_equal(u[N_SAT], self.m - 0.5, out=u[DEAD])
+        sums = self.per_layer
+        np.add.reduceat(u, self.unit_starts, axis=1, dtype=np.float64, out=sums[3:])
+        np.square(net.params[:nw], out=self.flat)
+        np.add.reduceat(self.flat, self.weight_starts, dtype=np.float64, out=sums[W_SQ])
+        np.square(net.grads[:nw], out=self.flat)
+        np.add.reduceat(self.flat, self.weight_starts, dtype=np.float64, out=sums[G_SQ])
+        np.copyto(self.flat, net.params[:nw])  # W_before
 
-        W_after - W_before is formed at the flush, from the next captured weights (or the current
-        ones), so nothing is copied here.
-        """
-        self.updated[len(self.epochs) - 1] = True
+        out, e = history.layers, epoch
+        norms = np.sqrt(sums[W_SQ : G_SQ + 1])
+        out["weight_norm"][e] = norms[0]
+        out["grad_norm"][e] = norms[1]
+        np.divide(norms[1], norms[0], out=out["grad_weight_ratio"][e])
+        # Means over each layer's entries (dead: over its units).
+        means = np.divide(sums[3:], self.divisors)
+        out["act_mean"][e] = means[A_SUM]
+        out["saturation"][e] = means[N_SAT]
+        out["dead_fraction"][e] = means[DEAD]
+        # std = sqrt(max(E[x^2] - E[x]^2, 0)) for a and delta at once.
+        std = means[A_SQ : D_SQ + 1]
+        std -= np.square(means[A_SUM : D_SUM + 1])
+        np.sqrt(np.maximum(std, 0.0, out=std), out=std)
+        out["act_std"][e] = std[0]
+        out["delta_std"][e] = std[1]
 
-    @property
-    def full(self) -> bool:
-        return len(self.epochs) == self.K
-
-    @property
-    def pending(self) -> int:
-        return len(self.epochs)
-
-    # -- per block -----------------------------------------------------------------------------
-    def flush(self, history: History) -> range:
-        """Form the per-layer statistics of the captured epochs in their history rows; returns
-        the rows completed."""
-        k = len(self.epochs)
-        if k == 0:
-            return range(history.n_rows, history.n_rows)
-        first = self.epochs[0]
-        rows = slice(first, first + k)
-        U, m, nw = self.net.n_units, self.m, self.net.n_weights
-        count = self.widths * m  # entries per layer
-
-        def per_layer(per_unit: np.ndarray) -> np.ndarray:  # (k, U) -> (k, L), float64
-            return np.add.reduceat(per_unit, self.unit_starts, axis=1, dtype=np.float64)
-
-        bias_grads = self.grads[:k, nw:] if self.stacked else self.bias_grads[:k]
-        act_mean = per_layer(self.sums[:k, :U]) / count
-        act_sq = per_layer(self.squares[:k, U:]) / count
-        # sum_i delta_i = m * db: the bias gradient already holds the error's per-unit sums.
-        delta_mean = per_layer(bias_grads) * (m / count)
-        delta_sq = per_layer(self.squares[:k, :U]) / count
-        saturated = self.sums[:k, U:]
-
-        def layer_sq(flat: np.ndarray) -> np.ndarray:  # (k, n_weights) -> (k, L), float64
-            squares = [np.vecdot(flat[:, a:b], flat[:, a:b]) for a, b in self.weight_segments]
-            return np.stack(squares, axis=1).astype(np.float64)
-
-        weight_norm = np.sqrt(layer_sq(self.params[:k]))
-        grad_norm = np.sqrt(layer_sq(self.grads[:k, :nw]) if self.stacked else self.grad_sq[:k])
-        # The weights after epoch j are the weights captured at the start of epoch j + 1; after
-        # the block's last epoch they are the network's current weights. One layer at a time, so
-        # the temporary is a layer's size, not the network's.
-        update_sq = np.empty_like(weight_norm)
-        for l, (a, b) in enumerate(self.weight_segments):
-            before = self.params[:k, a:b]
-            step = self._step[:k, : b - a]
-            np.subtract(self.params[1:k, a:b], before[:-1], out=step[:-1])
-            np.subtract(self.net.params[a:b], before[-1], out=step[-1])
-            update_sq[:, l] = np.vecdot(step, step)
-        update_ratio = np.sqrt(update_sq) / weight_norm
-        update_ratio[~self.updated[:k]] = np.nan  # no update follows the last row
-
-        out = history.layers
-        out["weight_norm"][rows] = weight_norm
-        out["grad_norm"][rows] = grad_norm
-        out["grad_weight_ratio"][rows] = grad_norm / weight_norm
-        out["update_ratio"][rows] = update_ratio
-        out["act_mean"][rows] = act_mean
-        out["act_std"][rows] = np.sqrt(np.maximum(act_sq - act_mean**2, 0.0))
-        out["delta_std"][rows] = np.sqrt(np.maximum(delta_sq - delta_mean**2, 0.0))
-        out["saturation"][rows] = per_layer(saturated) / count
-        out["dead_fraction"][rows] = per_layer(saturated >= m - 0.5) / self.widths
-        self.epochs.clear()
-        history.n_rows = first + k
-        return range(first, first + k)
+    def record_update(self, epoch: int, history: History) -> None:
+        """Fill row ``epoch``'s update ratio once the epoch's updates are applied."""
+        step = np.subtract(self.net.params[: self.net.n_weights], self.flat, out=self.flat)
+        np.square(step, out=step)
+        u_sq = np.add.reduceat(step, self.weight_starts, dtype=np.float64, out=self.per_layer[U_SQ])
+        ratio = np.sqrt(u_sq, out=history.layers["update_ratio"][epoch])
+        ratio /= history.layers["weight_norm"][epoch]
 
     def histograms(self, epoch: int) -> list[Histogram]:
         """Histograms of weights, gradients and activations per layer of the probe pass just
-        captured (call it before the optimizer steps)."""
-        net, ws = self.net, self.last_workspace
+        measured (call it before the optimizer steps)."""
+        net, ws = self.net, self.ws
         out = []
         for l, (a, b) in enumerate(self.weight_segments):
             for kind, values in (

@@ -30,9 +30,6 @@ class OutputHead:
 
     name: str = ""
     max_derivative: float = 1.0
-    #: dp/dz as a polynomial in p, (c0, c1, c2): c0 + p (c1 + c2 p); ``derivative`` evaluates
-    #: it (used by the compiled saturation count, see kernels.py).
-    slope: tuple[float, float, float] = (0.0, 1.0, -1.0)
 
     def activate(self, z: Array, out: Array | None = None) -> Array:
         """Output p (k, m) from logits z (k, m)."""
@@ -118,7 +115,6 @@ class SoftmaxCE(OutputHead):
 class MSE(OutputHead):
     name = "mse"
     max_derivative = 1.0
-    slope = (1.0, 0.0, 0.0)
 
     def activate(self, z: Array, out: Array | None = None) -> Array:
         if out is None:

@@ -16,9 +16,10 @@ biases), so that an optimizer updates every parameter with a handful of vector o
 ``weights[l]`` and ``biases[l]`` are views into it, and ``grads`` has the same layout.
 
 Intermediate arrays are written into a :class:`Workspace`: the activations of all layers stacked
-row-wise in a (U, m) buffer, U = n_1 + ... + n_L, and the errors and derivatives either stacked
-the same way (so that statistics of every layer take a few array operations, see diagnostics.py)
-or, for large passes, in per-layer scratch buffers that keep memory near the activations' size.
+row-wise in a (U, m) buffer, U = n_1 + ... + n_L, and the errors and derivatives in scratch
+buffers of the widest layer, reused layer after layer, so that memory stays near the activations'
+size. ``backward`` hands each layer's error and derivative to an optional callback while they
+exist (the diagnostics reduce them there, see diagnostics.py).
 """
 
 from __future__ import annotations
@@ -34,53 +35,34 @@ from backprop_lab.losses import OutputHead, get_output
 Array = np.ndarray
 
 
-#: Stack every layer's errors and derivatives (3x the activations' memory) up to this size
-#: (about what stays in a core's cache); larger passes keep only the activations and reuse
-#: per-layer scratch buffers.
-STACK_BYTES = 4 << 20
-
-
 class Workspace:
     """Buffers of one forward/backward pass over m samples.
 
-    The activations of all layers are stacked row-wise: ``A`` is (U, m), U = n_1 + ... + n_L,
-    layer l in rows ``MLP.layer_rows(l)`` (the output p in the last k rows). Backpropagation
+    ``A`` (U, m), U = n_1 + ... + n_L, holds the activations of all layers stacked row-wise,
+    layer l in rows ``MLP.layer_rows(l)`` (the output p in the last k rows): backpropagation
     needs them all. The per-sample errors delta^l and derivatives f'(z^l) are needed one layer at
-    a time; where they go depends on ``stacked``:
-
-    - stacked: D (U, m), A and F (U, m) are consecutive thirds of one (3U, m) buffer ``DAF``, so
-      statistics of every layer's errors, activations and derivatives take a single array
-      operation each (the diagnostics' fast path for small and medium networks);
-    - not stacked: only ``A`` is kept; errors alternate between two (max width, m) scratch
-      buffers and derivatives use a third, so memory is about the activations alone.
-
-    ``z_out`` (k, m) holds the output logits, ``X`` (d, m) the input of the last forward pass.
+    a time: errors alternate between two (max width, m) scratch buffers and derivatives use a
+    third. ``z_out`` (k, m) holds the output logits, ``X`` (d, m) the input of the last forward
+    pass.
     """
 
-    def __init__(self, widths: list[int], m: int, dtype: np.dtype, stacked: bool) -> None:
+    def __init__(self, widths: list[int], m: int, dtype: np.dtype) -> None:
         self.m = m
-        self.stacked = stacked
         self.offsets = np.cumsum([0, *widths])
         U, widest = int(self.offsets[-1]), max(widths)
-        if stacked:
-            self.DAF = np.empty((3 * U, m), dtype=dtype)
-            self.D, self.A, self.F = self.DAF[:U], self.DAF[U : 2 * U], self.DAF[2 * U :]
-        else:
-            self.A = np.empty((U, m), dtype=dtype)
-            self._deltas = (np.empty((widest, m), dtype=dtype), np.empty((widest, m), dtype=dtype))
-            self._fprime = np.empty((widest, m), dtype=dtype)
+        self.A = np.empty((U, m), dtype=dtype)
+        self._deltas = (np.empty((widest, m), dtype=dtype), np.empty((widest, m), dtype=dtype))
+        self._fprime = np.empty((widest, m), dtype=dtype)
         self.z_out = np.empty((widths[-1], m), dtype=dtype)
         self.X: Array | None = None
 
     def delta(self, l: int) -> Array:
         """Buffer (n_l, m) for the errors of layer l (0-based)."""
-        lo, hi = int(self.offsets[l]), int(self.offsets[l + 1])
-        return self.D[lo:hi] if self.stacked else self._deltas[l % 2][: hi - lo]
+        return self._deltas[l % 2][: int(self.offsets[l + 1] - self.offsets[l])]
 
     def fprime(self, l: int) -> Array:
         """Buffer (n_l, m) for the derivatives f'(z) of layer l (0-based)."""
-        lo, hi = int(self.offsets[l]), int(self.offsets[l + 1])
-        return self.F[lo:hi] if self.stacked else self._fprime[: hi - lo]
+        return self._fprime[: int(self.offsets[l + 1] - self.offsets[l])]
 
 
 class MLP:
@@ -151,17 +133,15 @@ class MLP:
         return slice(int(self.unit_offsets[l]), int(self.unit_offsets[l + 1]))
 
     def workspace(self, m: int) -> Workspace:
-        """A cached lean (not stacked) workspace for batches of m samples."""
+        """A cached workspace for batches of m samples."""
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = self.new_workspace(m, stacked=False)
+            ws = self._workspaces[m] = self.new_workspace(m)
         return ws
 
-    def new_workspace(self, m: int, stacked: bool | None = True) -> Workspace:
-        """A workspace for m samples; ``stacked=None`` stacks when 3 U m values fit STACK_BYTES."""
-        if stacked is None:
-            stacked = 3 * self.n_units * m * self.dtype.itemsize <= STACK_BYTES
-        return Workspace(self.sizes[1:], m, self.dtype, stacked)
+    def new_workspace(self, m: int) -> Workspace:
+        """A new workspace for m samples."""
+        return Workspace(self.sizes[1:], m, self.dtype)
 
     @property
     def n_params(self) -> int:
@@ -197,11 +177,11 @@ class MLP:
         """Backpropagate targets Y (k, m) through the pass cached in ``ws``.
 
         Fills ``self.grads`` (and so ``grad_weights``/``grad_biases``) with dL/dparams of the mean
-        loss, and ``ws.delta(l)`` / ``ws.fprime(l)`` with each layer's per-sample error and
-        derivative f'(z) (all layers at once in a stacked workspace; in a lean one, only until
-        the next layer down reuses the buffers). ``on_layer(l, delta, fprime)``, if given, is
-        called for each layer l from the top down as soon as its error is final (fprime is None
-        for the output layer). Returns ``self.grads``.
+        loss. Each layer's per-sample error delta (n_l, m) and derivative f'(z) (n_l, m) live in
+        the workspace's scratch buffers only until the next layer down reuses them:
+        ``on_layer(l, delta, fprime)``, if given, is called for each layer l from the top down as
+        soon as its error is final (fprime is None for the output layer; the callback may
+        overwrite fprime). Returns ``self.grads``.
         """
         X = ws.X
         m = ws.m
@@ -232,15 +212,19 @@ class MLP:
 
     def predict_proba(self, X: Array) -> Array:
         """Output p (k, m) for inputs X (d, m), in fresh memory."""
-        return self.forward(X, self.new_workspace(X.shape[1], stacked=False)).copy()
+        return self.forward(X, self.new_workspace(X.shape[1])).copy()
 
     def gradients(self, X: Array, Y: Array) -> tuple[list[Array], list[Array], list[Array]]:
         """One forward and backward pass; returns copies of (dW per layer, db per layer, delta per
         layer), shapes (n_l, n_{l-1}), (n_l, 1) and (n_l, m)."""
-        ws = self.new_workspace(X.shape[1], stacked=True)
+        deltas: list[Array] = [np.empty(0)] * self.n_layers
+
+        def keep(l: int, delta: Array, fprime: Array | None) -> None:
+            deltas[l] = delta.copy()
+
+        ws = self.new_workspace(X.shape[1])
         self.forward(X, ws)
-        self.backward(Y, ws)
-        deltas = [ws.delta(l).copy() for l in range(self.n_layers)]
+        self.backward(Y, ws, keep)
         return (
             [g.copy() for g in self.grad_weights],
             [g.copy() for g in self.grad_biases],

@@ -98,8 +98,9 @@ def train(
         epochs: number of epochs of updates (the history gets epochs + 1 rows).
         batch_size: mini-batch size; None (or >= the training set) means full batch.
         callbacks: objects with any of ``on_train_start(net, data, history)``,
-            ``on_epoch_end(epoch, history)`` (called once row ``epoch`` is complete; rows may
-            complete in blocks) and ``on_train_end(result)``.
+            ``on_epoch_end(epoch, history)`` (called as soon as row ``epoch`` is complete: after
+            the epoch's updates, or after its measurement for the last row) and
+            ``on_train_end(result)``.
         diagnostics: record the per-layer diagnostics (see diagnostics.py).
         histogram_every: with diagnostics, histograms every this many epochs and at the end
             (0: none).
@@ -129,21 +130,15 @@ def train(
     separate_probe = Xp is not X
 
     history = History(epochs + 1, net.n_layers, has_val, diagnostics)
-    recorder = DiagnosticsRecorder(net, Xp.shape[1]) if diagnostics else None
     # The pass over the training set (loss, accuracy: the probe pass unless the probe is a
     # subset), the probe pass and the validation pass.
-    full_ws = net.new_workspace(n, stacked=False)
-    ws = recorder.workspace() if recorder else full_ws
-    hook = recorder.backward_hook(ws) if recorder else None
-    val_ws = net.new_workspace(Xv.shape[1], stacked=False) if has_val else None
+    train_ws = net.new_workspace(n)
+    ws = net.new_workspace(Xp.shape[1]) if separate_probe else train_ws
+    recorder = DiagnosticsRecorder(net, ws) if diagnostics else None
+    val_ws = net.new_workspace(Xv.shape[1]) if has_val else None
     histograms: list[Histogram] = []
     loss_row, acc_row = history.scalars["train/loss"], history.scalars["train/accuracy"]
     epoch_end = [cb.on_epoch_end for cb in callbacks if hasattr(cb, "on_epoch_end")]
-
-    def complete(rows: range) -> None:
-        for e in rows:
-            for call in epoch_end:
-                call(e, history)
 
     for cb in callbacks:
         if hasattr(cb, "on_train_start"):
@@ -155,12 +150,10 @@ def train(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             for e in range(epochs + 1):
-                train_ws = full_ws if separate_probe else ws
                 net.forward(X, train_ws)
                 loss = net.loss(train_ws, Y)
                 loss_row[e] = loss
                 acc_row[e] = net.accuracy(train_ws, Y)
-                measured = e + 1
                 if has_val:
                     net.forward(Xv, val_ws)
                     history.scalars["val/loss"][e] = net.loss(val_ws, Yv)
@@ -169,46 +162,39 @@ def train(
                 if recorder is not None:
                     if separate_probe:
                         net.forward(Xp, ws)
-                    net.backward(Yp, ws, hook)
-                elif full_batch and not last:
-                    net.backward(Y, ws)
-                if recorder is not None:
-                    recorder.capture(e, ws)
+                    net.backward(Yp, ws, recorder.on_layer)
+                    recorder.measure(e, history)
                     if histogram_every and (e % histogram_every == 0 or last):
                         histograms.extend(recorder.histograms(e))
+                elif full_batch and not last:
+                    net.backward(Y, ws)
+                measured = e + 1
+                if not last:
+                    if full_batch:
+                        optimizer.step(net)
+                    else:
+                        order = rng.permutation(n)
+                        for s in range(0, n, batch_size):
+                            idx = order[s : s + batch_size]
+                            Xb, Yb = X.take(idx, axis=1), Y.take(idx, axis=1)
+                            batch_ws = net.workspace(idx.size)
+                            net.forward(Xb, batch_ws)
+                            net.backward(Yb, batch_ws)
+                            optimizer.step(net)
+                    epochs_run = e + 1
+                    if recorder is not None:
+                        recorder.record_update(e, history)
+                history.n_rows = e + 1
+                for call in epoch_end:
+                    call(e, history)
                 if last:
                     if not math.isfinite(loss):
                         status, diverged_epoch = "diverged", e
                     break
-
-                if full_batch:
-                    optimizer.step(net)
-                else:
-                    order = rng.permutation(n)
-                    for s in range(0, n, batch_size):
-                        idx = order[s : s + batch_size]
-                        Xb, Yb = X.take(idx, axis=1), Y.take(idx, axis=1)
-                        batch_ws = net.workspace(idx.size)
-                        net.forward(Xb, batch_ws)
-                        net.backward(Yb, batch_ws)
-                        optimizer.step(net)
-                epochs_run = e + 1
-
-                if recorder is not None:
-                    recorder.record_update()
-                    if recorder.full:
-                        complete(recorder.flush(history))
-                else:
-                    history.n_rows = e + 1
-                    complete(range(e, e + 1))
         finally:
-            # Complete the rows measured so far, on success and on any exception alike.
-            if recorder is not None:
-                rows = recorder.flush(history)
-            else:
-                rows = range(history.n_rows, measured)
-                history.n_rows = measured
-    complete(rows)
+            # On any exception (KeyboardInterrupt included) the rows measured so far count;
+            # a row whose update did not complete keeps a NaN update ratio.
+            history.n_rows = measured
 
     result = TrainResult(
         history=history,
