@@ -141,6 +141,50 @@ def test_joblib_launcher_on_a_fresh_store_loses_no_job(run_cli, store, client_fo
         f"{a}-seed{s}" for a in ("tanh", "relu") for s in (0, 1))
 
 
+def test_two_sweeps_started_together_on_a_new_store_both_complete(tmp_path, store,
+                                                                  client_for):
+    """Two sweeps launched at the same moment into one SQLite store that does not exist yet
+    (each a parent and three children, writing blocks while the other does): both exit 0, and
+    every value of every run is in the store, equal to the run's history.csv."""
+    epochs = 300
+    procs = []
+    for name in ("a", "b"):
+        command = [sys.executable, str(TRAIN), "-m", "activation=sigmoid,tanh,relu",
+                   f"epochs={epochs}", "progress=false", f"tracking.uri={store}",
+                   f"hydra.sweep.dir={tmp_path / name}"]
+        procs.append(subprocess.Popen(command, cwd=tmp_path, env=cli_env(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
+    client = client_for(store)
+    parents, jobs = split_roles(runs_of(client))
+    assert len(parents) == 2 and len(jobs) == 6
+    assert {r.info.status for r in parents + jobs} == {"FINISHED"}
+    for run in jobs:
+        folder = run.data.tags["backprop_lab.output_dir"]
+        saved = pd.read_csv(f"{folder}/history.csv", index_col="epoch")
+        assert len(saved) == epochs + 1
+        for key in ("train/loss", "grad_norm/layer_1", "saturation/layer_3"):
+            logged = client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in logged] == list(range(epochs + 1)), key
+            assert [m.value for m in logged] == pytest.approx(saved[key].tolist(), rel=1e-8,
+                                                              nan_ok=True)
+
+
+def test_a_tracked_sweep_imports_no_mlflow_pandas_or_matplotlib(tmp_path, store):
+    """Into a SQLite store, a sweep needs neither MLflow's client nor pandas nor matplotlib
+    (figures are rendered on demand in sweeps): none of them is imported."""
+    command = [sys.executable, "-X", "importtime", str(TRAIN), "-m", "activation=tanh,relu",
+               "epochs=3", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "backprop_lab" in imported and "numpy" in imported  # the check sees imports
+    assert not imported & {"mlflow", "pandas", "matplotlib", "sklearn", "numba", "sqlalchemy"}
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
