@@ -6,17 +6,17 @@
     python train.py --help                           # every config group and key
 
 Configs: conf/ (groups) and experiments/ (named studies). All the work happens in
-backprop_lab.app.main, also installed as the `backprop-train` console script.
+backprop_lab.harness.app.main, also installed as the `backprop-train` console script.
 """
 
 import sys
 from pathlib import Path
 
 try:
-    from backprop_lab.app import main
+    from backprop_lab.harness.app import main
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    from backprop_lab.app import main
+    from backprop_lab.harness.app import main
 
 if __name__ == "__main__":
     main()

@@ -45,8 +45,8 @@ def breakdown(wl: Workload, ds, loops: int) -> dict[str, float]:
     """Per-epoch CPU time of the parts of a full-batch epoch, timed in isolation (best of 5):
     the passes and the recorder's per-epoch work (its row: the per-layer reduction inside
     backward, ``measure`` and ``record_update``)."""
-    from backprop_lab.diagnostics import DiagnosticsRecorder
-    from backprop_lab.history import History
+    from backprop_lab.engine.diagnostics import DiagnosticsRecorder
+    from backprop_lab.engine.history import History
 
     net = wl.net(ds)
     X, Y = ds.X_train, ds.Y_train

@@ -214,7 +214,7 @@ def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
 
 
 def _server_row(table: Table, commands: Commands, tmp: Path, repeats: int, quick: bool) -> None:
-    from backprop_lab import server
+    from backprop_lab.tracking import server
 
     try:
         server.find_pg_bin()
@@ -222,7 +222,15 @@ def _server_row(table: Table, commands: Commands, tmp: Path, repeats: int, quick
     except (server.ServerError, ImportError) as exc:
         table.notes.append(f"Server row skipped: {exc}")
         return
-    state = server.start(tmp / "server", port=server.free_port())
+    folder = tmp / "server"
+    folder.mkdir()
+    for path in (tmp, folder):  # PostgreSQL runs as user postgres: it must reach its folder
+        path.chmod(0o755)
+    try:
+        state = server.start(folder, port=server.free_port())
+    except server.ServerError as exc:
+        table.notes.append(f"Server row skipped: the server did not start ({exc}).")
+        return
     try:
         size = ["epochs=20"] if quick else []
         times = interleaved({
@@ -230,7 +238,7 @@ def _server_row(table: Table, commands: Commands, tmp: Path, repeats: int, quick
             "server": lambda: commands.timed([*FLAGSHIP, *size], store=state.uri),
         }, repeats)
     finally:
-        server.stop(tmp / "server")
+        server.stop(folder)
     sqlite_s, server_s = median(times["sqlite"]), median(times["server"])
     table.add(Row(
         case="flagship through the PostgreSQL-backed server / into SQLite",

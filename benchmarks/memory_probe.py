@@ -25,10 +25,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import numpy as np
 
-    from backprop_lab.datasets import load_dataset
-    from backprop_lab.network import MLP
-    from backprop_lab.optimizers import make_optimizer
-    from backprop_lab.training import train
+    from backprop_lab.engine.datasets import load_dataset
+    from backprop_lab.engine.network import MLP
+    from backprop_lab.engine.optimizers import make_optimizer
+    from backprop_lab.engine.training import train
 
     if spec["engine"] == "torch":
         import torch

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backprop_lab.datasets import Dataset, load_dataset
-from backprop_lab.network import MLP
-from backprop_lab.optimizers import make_optimizer
-from backprop_lab.training import TrainResult, train
+from backprop_lab.engine.datasets import Dataset, load_dataset
+from backprop_lab.engine.network import MLP
+from backprop_lab.engine.optimizers import make_optimizer
+from backprop_lab.engine.training import TrainResult, train
 from benchmarks.common import Sample, Timer
 
 

@@ -12,7 +12,7 @@ Then everyone trains with tracking.uri=http://mlhost:5050 (or MLFLOW_TRACKING_UR
 
 Needs PostgreSQL's server programs (Debian/Ubuntu: apt-get install postgresql) and the cluster
 extra (pip install -e '.[cluster]'). As root, PostgreSQL runs as user postgres. All the logic
-is in backprop_lab.server.
+is in backprop_lab.tracking.server.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 try:
-    from backprop_lab import server
+    from backprop_lab.tracking import server
 except ModuleNotFoundError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from backprop_lab import server
+    from backprop_lab.tracking import server
 
 
 def main(argv: list[str] | None = None) -> int:

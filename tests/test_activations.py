@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backprop_lab.activations import ACTIVATIONS, get_activation, sigmoid
+from backprop_lab.engine.activations import ACTIVATIONS, get_activation, sigmoid
 
 SMOOTH = ["sigmoid", "tanh", "softsign", "identity"]
 KINKED = ["relu", "leaky_relu"]

@@ -34,8 +34,8 @@ from backprop_lab.analysis.loading import (  # noqa: E402
     list_sweeps,
     load_sweep,
 )
-from backprop_lab.history import LAYER_METRICS  # noqa: E402
-from backprop_lab.theory import backprop_std_factor  # noqa: E402
+from backprop_lab.engine.history import LAYER_METRICS  # noqa: E402
+from backprop_lab.engine.theory import backprop_std_factor  # noqa: E402
 from tests.test_analysis_store import (  # noqa: E402
     ACTIVATIONS,
     DEPTHS,

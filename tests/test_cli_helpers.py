@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from backprop_lab import tracking
-from backprop_lab.config import flatten
 from backprop_lab.contract import REPO_ROOT
-from backprop_lab.history import History
-from backprop_lab.job_context import run_name
-from backprop_lab.progress import grad_ratio, runs_table
+from backprop_lab.engine.history import History
+from backprop_lab.harness.config import flatten
+from backprop_lab.harness.job_context import run_name
+from backprop_lab.harness.progress import grad_ratio, runs_table
 
 
 @pytest.mark.parametrize(
@@ -119,10 +119,11 @@ def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypa
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
-    from backprop_lab import app, training
-    from backprop_lab.config import register_configs
     from backprop_lab.contract import CONF_DIR
-    from backprop_lab.job_context import JobContext
+    from backprop_lab.engine import training
+    from backprop_lab.harness import app
+    from backprop_lab.harness.config import register_configs
+    from backprop_lab.harness.job_context import JobContext
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     register_configs()
@@ -168,9 +169,9 @@ def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, read_write
 
-    from backprop_lab.config import register_configs
     from backprop_lab.contract import CONF_DIR
-    from backprop_lab.hydra_callbacks import job_configs, sweep_jobs, task_config
+    from backprop_lab.harness.callbacks import job_configs, sweep_jobs, task_config
+    from backprop_lab.harness.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -193,7 +194,7 @@ def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:
     """history.csv is written without pandas, in the layout the analysis reads with pandas."""
     import math
 
-    from backprop_lab.run_outputs import write_history_csv
+    from backprop_lab.harness.run_outputs import write_history_csv
 
     history = filled_history(7)
     history.scalars["train/loss"][:] = [0.1, math.nan, math.inf, -math.inf, 1e-300, 123456789.123,

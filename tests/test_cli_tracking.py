@@ -127,8 +127,9 @@ def test_seed_notebook_reproduces_the_notebook(run_cli, store, client_for):
 
 def test_joblib_launcher_on_a_fresh_store_loses_no_job(run_cli, store, client_for, tmp_path):
     assert not (tmp_path / "store").exists()
-    # Two workers start at once on a store that does not exist yet (FACTS: 4 of 6 runs lost
-    # when the workers migrate it themselves).
+    # Two workers start at once on a store that does not exist yet (when each worker ran
+    # MLflow's schema migrations itself, they crashed with "duplicate column name: step" and
+    # lost runs).
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      "activation=tanh,relu", "seed=0,1", "epochs=2", "figures=false",
                      f"tracking.uri={store}")

@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from backprop_lab.app import build
-from backprop_lab.config import ConfigError, flatten, register_configs, validate
 from backprop_lab.contract import CONF_DIR, EXPERIMENTS_DIR
-from backprop_lab.datasets import DATASETS
-from backprop_lab.hydra_callbacks import task_config
+from backprop_lab.engine.datasets import DATASETS
+from backprop_lab.harness.app import build
+from backprop_lab.harness.callbacks import task_config
+from backprop_lab.harness.config import ConfigError, flatten, register_configs, validate
 
 GROUPS = ("dataset", "model", "optimizer", "tracking")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]

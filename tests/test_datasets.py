@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backprop_lab.datasets import DATASETS, load_dataset
+from backprop_lab.engine.datasets import DATASETS, load_dataset
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))

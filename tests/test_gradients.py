@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from backprop_lab.activations import ACTIVATIONS
-from backprop_lab.initializers import INIT_CHOICES
-from backprop_lab.losses import OUTPUTS
-from backprop_lab.network import MLP
+from backprop_lab.engine.activations import ACTIVATIONS
+from backprop_lab.engine.initializers import INIT_CHOICES
+from backprop_lab.engine.losses import OUTPUTS
+from backprop_lab.engine.network import MLP
 
 OUTPUT_WIDTH = {"sigmoid_bce": 1, "softmax_ce": 3, "mse": 2}
 

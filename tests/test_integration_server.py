@@ -45,7 +45,7 @@ def server_script(*args: str, timeout: float = 240) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def server():
     """A server started by the project's script in a new folder; stopped (and removed) after."""
-    from backprop_lab.server import free_port
+    from backprop_lab.tracking.server import free_port
 
     folder = Path(tempfile.mkdtemp(prefix="backprop-lab-server-"))
     folder.chmod(0o755)
@@ -131,7 +131,7 @@ def test_joblib_sweep_into_server(server, tmp_path):
 def test_sweep_against_a_server_that_is_not_running_fails_fast(tmp_path):
     """Nothing listens on the port: the sweep stops before any job, within seconds (MLflow's
     own retries would take about 4 minutes), naming the server; no run folder, no store."""
-    from backprop_lab.server import free_port
+    from backprop_lab.tracking.server import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"
     tic = time.perf_counter()
@@ -147,7 +147,7 @@ def test_sweep_against_a_server_that_is_not_running_fails_fast(tmp_path):
 
 
 def test_check_tracking_server(server):
-    from backprop_lab.server import ServerError, check_tracking_server, free_port
+    from backprop_lab.tracking.server import ServerError, check_tracking_server, free_port
 
     check_tracking_server(server["uri"])
     check_tracking_server("sqlite:////nowhere/mlflow.db")  # not a server: not checked
@@ -160,7 +160,7 @@ def test_stop_then_start_keeps_every_run(server):
     same database and artifacts (and the same PostgreSQL port)."""
     from mlflow.tracking import MlflowClient
 
-    from backprop_lab.server import _port_free
+    from backprop_lab.tracking.server import _port_free
 
     before = state_of(server["dir"])
     stopped = server_script("stop", "--dir", str(server["dir"]))

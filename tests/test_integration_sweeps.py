@@ -216,7 +216,7 @@ def test_sweep_into_new_sqlite_store(launcher, tmp_path):
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """``ray start --head`` on 127.0.0.1 (its own session, ended by process group)."""
-    from backprop_lab.server import free_port
+    from backprop_lab.tracking.server import free_port
 
     port = free_port()
     log = tmp_path_factory.mktemp("ray_head") / "ray_head.log"
@@ -267,13 +267,13 @@ def test_sweep_on_ray_cluster_by_address(ray_head, tmp_path):
     assert not non_loopback_listeners(process_tree(head.pid))
 
 
-# -- helpers of backprop_lab.cluster (no Ray needed) -------------------------------------------
+# -- helpers of backprop_lab.tracking.ray_launcher (no Ray needed) -------------------------------------------
 
 
 def test_cluster_helpers():
     from omegaconf import OmegaConf
 
-    from backprop_lab import cluster
+    from backprop_lab.tracking import ray_launcher as cluster
 
     assert cluster.is_loopback(None) and cluster.is_loopback("127.0.0.1:6379")
     assert cluster.is_loopback("ray://localhost:10001") and cluster.is_loopback("[::1]:6379")
@@ -300,10 +300,10 @@ def test_preflight_names_what_is_missing_within_seconds():
     tracking server answers."""
     from hydra import compose, initialize_config_dir
 
-    from backprop_lab.cluster import PreflightError, preflight
-    from backprop_lab.config import register_configs
     from backprop_lab.contract import CONF_DIR
-    from backprop_lab.server import free_port
+    from backprop_lab.harness.config import register_configs
+    from backprop_lab.tracking.ray_launcher import PreflightError, preflight
+    from backprop_lab.tracking.server import free_port
 
     register_configs()
     nobody = f"127.0.0.1:{free_port()}"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from backprop_lab.network import MLP
-from backprop_lab.optimizers import make_optimizer
+from backprop_lab.engine.network import MLP
+from backprop_lab.engine.optimizers import make_optimizer
 
 CASES = [
     ("gd", {}),
@@ -75,7 +75,12 @@ def test_matches_torch_optim(name: str, kwargs: dict) -> None:
     [({"name": "momentum", "lr": 0.1, "momentum": 1.0}, r"momentum must be in \[0, 1\)"),
      ({"name": "adam", "lr": 0.1, "beta2": 1.5}, r"beta2 must be in \[0, 1\)"),
      ({"name": "gd", "lr": float("nan")}, r"learning rate must be a positive number"),
-     ({"name": "gd", "lr": 0.1, "weight_decay": -1.0}, r"weight_decay must be >= 0")],
+     ({"name": "gd", "lr": 0.1, "weight_decay": -1.0}, r"weight_decay must be >= 0"),
+     # An unknown hyper-parameter is an error, never silently ignored.
+     ({"name": "gd", "lr": 0.1, "momentum": 0.9},
+      r"optimizer 'gd' has no hyper-parameter momentum; it takes lr, weight_decay"),
+     ({"name": "adam", "lr": 0.1, "beta3": 0.5, "nesterov": True},
+      r"optimizer 'adam' has no hyper-parameter beta3, nesterov; it takes lr, beta1, beta2, eps")],
 )
 def test_bad_hyperparameters_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

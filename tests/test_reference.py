@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from backprop_lab.datasets import Dataset, load_dataset
-from backprop_lab.network import MLP
-from backprop_lab.optimizers import make_optimizer
-from backprop_lab.theory import backprop_std_factor
-from backprop_lab.training import train
+from backprop_lab.engine.datasets import Dataset, load_dataset
+from backprop_lab.engine.network import MLP
+from backprop_lab.engine.optimizers import make_optimizer
+from backprop_lab.engine.theory import backprop_std_factor
+from backprop_lab.engine.training import train
 
 # The notebook's printed log: "Epoch k" is its loop index k-1, our history row k-1.
 NOTEBOOK_LOSS = {100: 0.0972, 200: 0.0317, 300: 0.0142, 400: 0.0089, 500: 0.0063,

@@ -1,4 +1,4 @@
-"""`python -m backprop_lab.report`: figures and summary written to a folder and attached to the
+"""`python -m backprop_lab.analysis.report`: figures and summary written to a folder and attached to the
 sweep's parent run under report/."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from backprop_lab import report
-from backprop_lab.analysis import load_sweep, summary
+from backprop_lab.analysis import load_sweep, report, summary
 from tests.test_analysis_store import cli_sweep, subprocess_env
 
 FIGURES = (
@@ -68,7 +67,7 @@ def test_report_on_a_whole_experiment_has_no_parent_run_to_log_to(
 
 
 def test_report_is_a_runnable_module():
-    done = subprocess.run([sys.executable, "-m", "backprop_lab.report", "--help"],
+    done = subprocess.run([sys.executable, "-m", "backprop_lab.analysis.report", "--help"],
                           env=subprocess_env(), capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr

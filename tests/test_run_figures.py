@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop_lab import run_figures
-from backprop_lab.run_figures import FIGURE_FILES, RUN_FILES
+from backprop_lab.harness import run_figures
+from backprop_lab.harness.run_figures import FIGURE_FILES, RUN_FILES
 from tests.conftest import cli_env
 
-COMMAND = [sys.executable, "-m", "backprop_lab.run_figures"]
+COMMAND = [sys.executable, "-m", "backprop_lab.harness.run_figures"]
 CASES = {
     # The notebook's network (binary, sigmoid output; a legend of layers), a few epochs.
     "binary": ["dataset.n_samples=40", "epochs=25"],
@@ -51,10 +51,10 @@ def train_tiny(overrides: list[str], folder: Path, name: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from backprop_lab.app import build
-    from backprop_lab.config import register_configs, to_plain
     from backprop_lab.contract import CONF_DIR
-    from backprop_lab.training import train
+    from backprop_lab.engine.training import train
+    from backprop_lab.harness.app import build
+    from backprop_lab.harness.config import register_configs, to_plain
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from backprop_lab.activations import ACTIVATIONS
-from backprop_lab.losses import OUTPUTS
-from backprop_lab.network import MLP
+from backprop_lab.engine.activations import ACTIVATIONS
+from backprop_lab.engine.losses import OUTPUTS
+from backprop_lab.engine.network import MLP
 from tests.test_gradients import make_problem
 
 torch = pytest.importorskip("torch", reason="PyTorch is optional: pip install -e '.[torch]'")

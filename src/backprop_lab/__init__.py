@@ -1,24 +1,36 @@
 """backprop-lab: a research harness for studying how gradients flow through neural networks.
 
-The engine (numpy, features x samples) lives in small modules named for what they hold:
-activations, losses, initializers, network, optimizers, datasets, diagnostics, history,
-training and theory. The Hydra app and MLflow tracking build on it (app, config, tracking).
+    engine/     the numpy engine: networks, training, diagnostics (no Hydra, no MLflow)
+    harness/    the Hydra app: configs, one job from config to recorded run, sweeps
+    tracking/   MLflow stores: the direct SQLite writer, the tracking server, the Ray launcher
+    analysis/   runs back into pandas, seaborn figures, the report
+    contract    the names all of them share (tags, files, the default store)
+
+The engine's main entry points are importable from here: ``MLP``, ``train``, ``load_dataset``,
+``make_optimizer``.
 """
 
-from backprop_lab.datasets import DATASETS, Dataset, load_dataset
-from backprop_lab.network import MLP
-from backprop_lab.optimizers import OPTIMIZERS, make_optimizer
-from backprop_lab.training import TrainResult, train
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DATASETS",
-    "MLP",
-    "OPTIMIZERS",
-    "Dataset",
-    "TrainResult",
-    "load_dataset",
-    "make_optimizer",
-    "train",
-]
+#: name -> module of the engine's entry points, imported on first use (PEP 562), so that
+#: ``import backprop_lab.contract`` or ``backprop_lab.tracking`` does not load the engine.
+_EXPORTS = {
+    "DATASETS": "backprop_lab.engine.datasets",
+    "Dataset": "backprop_lab.engine.datasets",
+    "load_dataset": "backprop_lab.engine.datasets",
+    "MLP": "backprop_lab.engine.network",
+    "OPTIMIZERS": "backprop_lab.engine.optimizers",
+    "make_optimizer": "backprop_lab.engine.optimizers",
+    "TrainResult": "backprop_lab.engine.training",
+    "train": "backprop_lab.engine.training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'backprop_lab' has no attribute {name!r}")

@@ -6,7 +6,7 @@ write the numbers and conclusions behind them.
     figures.plot_vanishing_profile(sweep.histories)
     print("\\n".join(summary.conclusions(sweep.runs, sweep.histories)))
 
-The notebooks in analysis/ and ``python -m backprop_lab.report`` call only these functions.
+The notebooks in analysis/ and ``python -m backprop_lab.analysis.report`` call only these functions.
 """
 
 from . import figures, summary

@@ -10,14 +10,14 @@ error shrinks by a fixed factor per layer toward the input.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+from backprop_lab.contract import OUTCOME_TAG, ROLE_TAG, telemetry_off  # noqa: E402
+
+telemetry_off()  # before anything imports mlflow
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -120,7 +120,7 @@ def write_demo_sweep(
         else client.create_experiment(experiment, artifact_location=location)
     )
     parent = client.create_run(
-        experiment_id, run_name=sweep_name, tags={"backprop_lab.role": "sweep"}
+        experiment_id, run_name=sweep_name, tags={ROLE_TAG: "sweep"}
     )
     parent_id = parent.info.run_id
     children = []
@@ -134,8 +134,8 @@ def write_demo_sweep(
                     run_name=f"{activation}-d{depth}-s{seed}",
                     tags={
                         "mlflow.parentRunId": parent_id,
-                        "backprop_lab.role": "job",
-                        "backprop_lab.outcome": "finished",
+                        ROLE_TAG: "job",
+                        OUTCOME_TAG: "finished",
                         "hydra.overrides": overrides,
                         "choice.dataset": "spiral",
                         "choice.model": "deep",
@@ -185,6 +185,6 @@ def write_demo_sweep(
                     client.log_artifact(run_id, str(path))
                 client.set_terminated(run_id, "FINISHED")
                 children.append(run_id)
-    client.log_batch(parent_id, tags=[RunTag("backprop_lab.outcome", "finished")])
+    client.log_batch(parent_id, tags=[RunTag(OUTCOME_TAG, "finished")])
     client.set_terminated(parent_id, "FINISHED")
     return DemoSweep(uri, experiment_id, parent_id, tuple(children))

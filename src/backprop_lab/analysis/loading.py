@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from backprop_lab.contract import (  # noqa: E402
+    OUTCOME_TAG,
     PARENT_TAG,
     ROLE_TAG,
     default_tracking_uri,
@@ -221,7 +222,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "run_name": run.info.run_name,
             "sweep_id": tags.get(PARENT_TAG),
             "status": run.info.status,
-            "outcome": tags.get("backprop_lab.outcome"),
+            "outcome": tags.get(OUTCOME_TAG),
             "failure_reason": tags.get("backprop_lab.failure_reason"),
         }
         for column, keys, kind in _PARAM_COLUMNS:

@@ -12,7 +12,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-ACTIVATION_ORDER = ("sigmoid", "tanh", "softsign", "identity", "relu", "leaky_relu")
+from backprop_lab.engine.activations import ACTIVATIONS
+
+# Legend order: the registry's display ranks (saturating activations first).
+ACTIVATION_ORDER = tuple(sorted(ACTIVATIONS, key=lambda a: ACTIVATIONS[a].display_rank))
 RELU_LIKE = ("relu",)
 CONFIG_COLUMNS = ("label", "activation", "init", "depth", "n_layers", "width", "sizes")
 
@@ -36,7 +39,7 @@ def label_order(frame: pd.DataFrame) -> list[str]:
 
 
 def theory_factors(activation: str, init: str, sizes: str) -> np.ndarray:
-    """Linear-regime prediction (``backprop_lab.theory``) of delta_std(l) / delta_std(l+1) for
+    """Linear-regime prediction (``engine.theory``) of delta_std(l) / delta_std(l+1) for
     the hidden layers l = 1..L-2 of a network with layer widths ``sizes`` (``"2-16-8-1"``):
     element l-1 is the factor of the step from layer l+1 down to layer l.
 
@@ -45,11 +48,8 @@ def theory_factors(activation: str, init: str, sizes: str) -> np.ndarray:
     """
     widths = str(sizes).split("-")
     steps = max(len(widths) - 3, 0)
-    try:
-        from backprop_lab.theory import backprop_std_factor
-    except ImportError:
-        warnings.warn("backprop_lab.theory is not available: no theoretical factor", stacklevel=2)
-        return np.full(steps, np.nan)
+    from backprop_lab.engine.theory import backprop_std_factor
+
     try:
         return np.array([backprop_std_factor(activation, init, int(widths[l]), int(widths[l + 1]))
                          for l in range(1, steps + 1)], dtype=float)

@@ -15,33 +15,30 @@ SQLite stores never pay its import.
 
 from __future__ import annotations
 
-import os
+import functools
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
-# Off unless the user chose otherwise; set before anything imports mlflow.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-
-import functools  # noqa: E402
-import subprocess  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlparse  # noqa: E402
-
-from backprop_lab.contract import (  # noqa: E402
+from backprop_lab.contract import (
     OUTCOME_TAG,
+    PARENT_TAG,
     REASON_TAG,
     REPO_ROOT,
     STATUS,
     default_tracking_uri,
+    telemetry_off,
 )
-from backprop_lab.tracking.run_tracker import RunTracker  # noqa: E402
-from backprop_lab.tracking.store import (  # noqa: E402
-    PARENT_TAG,
+from backprop_lab.tracking.run_tracker import RunTracker
+from backprop_lab.tracking.store import (
     ArtifactSpec,
     open_store,
     sqlite_path,
 )
+
+telemetry_off()  # MLflow is imported lazily, always after this
 
 __all__ = ["ArtifactSpec", "RunTracker", "create_run", "end_run", "ensure_experiment",
            "open_store", "resolve_tracking_uri", "sqlite_path"]

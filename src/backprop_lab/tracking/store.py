@@ -18,29 +18,28 @@ and store them as MLflow would: NaN kept as NaN, +/-inf clamped to +/-1.797e308.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+import numpy as np
 
-import functools  # noqa: E402
-import json  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
-from urllib.parse import urlparse  # noqa: E402
+from backprop_lab.contract import telemetry_off
 
-import numpy as np  # noqa: E402
+telemetry_off()  # MLflow is imported lazily, always after this
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 HTTP_REQUESTS_IN_FLIGHT = 4
 BLOCK_ROUTE = "/backprop-lab/api/log-metric-block"  # server_app.py
-PARENT_TAG = "mlflow.parentRunId"
 
 
 @dataclass

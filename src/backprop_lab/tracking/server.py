@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from backprop_lab.contract import REPO_ROOT
+from backprop_lab.contract import REPO_ROOT, TELEMETRY_OFF
 
 DEFAULT_DIR = REPO_ROOT / ".tracking-server"
 DEFAULT_HOST = "127.0.0.1"
@@ -50,7 +50,6 @@ DB_NAME = "mlflow"
 DB_USER = "mlflow"
 STATE_FILE = "server.json"
 CREDENTIALS_FILE = "credentials"
-PRIVACY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 class ServerError(RuntimeError):
@@ -421,7 +420,7 @@ def start(
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
     command += state.extra_args
-    env = {**PRIVACY_ENV, **os.environ}  # telemetry off unless the caller opted in
+    env = {**TELEMETRY_OFF, **os.environ}  # telemetry off unless the caller opted in
     env["MLFLOW_BACKEND_STORE_URI"] = backend_store_uri(state, password)  # not on the cmdline
     env.pop("MLFLOW_TRACKING_URI", None)
     with open(state.server_log, "ab") as log:

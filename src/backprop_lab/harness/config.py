@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from backprop_lab.activations import ACTIVATIONS
 from backprop_lab.contract import EXPERIMENTS_DIR
-from backprop_lab.initializers import INIT_CHOICES
-from backprop_lab.losses import OUTPUTS
+from backprop_lab.engine.activations import ACTIVATIONS
+from backprop_lab.engine.initializers import INIT_CHOICES
+from backprop_lab.engine.losses import OUTPUTS
 
 # Enums built from the engine's registries: adding an activation to activations.ACTIVATIONS
 # makes it a valid `activation=` value with nothing to edit here.
@@ -129,7 +129,7 @@ class Config:
     progress: bool = True  # tqdm bar per run
     # The run's figures (curves, decision boundary, gradient flow) in its folder and artifacts.
     # null: for a single run, not for each job of a sweep (render any run's later with
-    # `python -m backprop_lab.run_figures RUN_ID`); true/false: always/never.
+    # `python -m backprop_lab.harness.run_figures RUN_ID`); true/false: always/never.
     figures: bool | None = None
 
 
@@ -177,7 +177,7 @@ def _name(value: Any) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every bad value of a composed config and what is allowed."""
-    from backprop_lab.datasets import DATASETS
+    from backprop_lab.engine.datasets import DATASETS
 
     errors: list[str] = []
 

@@ -14,11 +14,12 @@ State vectors have the parameter vector's shape (P,) and are allocated on the fi
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 
-from backprop_lab.network import MLP
+from backprop_lab.engine.network import MLP
 
 Array = np.ndarray
 
@@ -30,7 +31,6 @@ class Optimizer:
     """
 
     name = ""
-    default_batch_size: int | None = None
     state_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
@@ -72,12 +72,10 @@ class GradientDescent(Optimizer):
 
 class SGD(GradientDescent):
     name = "sgd"
-    default_batch_size = 32
 
 
 class Momentum(Optimizer):
     name = "momentum"
-    default_batch_size = 32
     state_names = ("velocity",)
 
     def __init__(
@@ -105,7 +103,6 @@ class Momentum(Optimizer):
 
 class Adam(Optimizer):
     name = "adam"
-    default_batch_size = 32
     state_names = ("m", "v")
 
     def __init__(
@@ -138,22 +135,23 @@ class Adam(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (GradientDescent, SGD, Momentum, Adam)}
 
 
-def make_optimizer(
-    name: str,
-    *,
-    lr: float,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-) -> Optimizer:
-    """Build an optimizer by name; a ValueError names a bad name or value and the valid choices."""
+def hyper_parameters(name: str) -> list[str]:
+    """The keyword arguments optimizer ``name`` takes (``lr`` first)."""
+    signature = inspect.signature(OPTIMIZERS[name].__init__)
+    return [p for p in signature.parameters if p != "self"]
+
+
+def make_optimizer(name: str, **hyper: float | bool) -> Optimizer:
+    """Build optimizer ``name`` from its registry entry and hyper-parameters.
+
+    A ValueError names an unknown optimizer (with the valid choices), an unknown hyper-parameter
+    (with the ones this optimizer takes) or a bad value.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
-    if name == "momentum":
-        return Momentum(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    if name == "adam":
-        return Adam(lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-    return OPTIMIZERS[name](lr, weight_decay=weight_decay)
+    accepted = hyper_parameters(name)
+    unknown = sorted(set(hyper) - set(accepted))
+    if unknown:
+        raise ValueError(f"optimizer {name!r} has no hyper-parameter {', '.join(unknown)}; "
+                         f"it takes {', '.join(accepted)}")
+    return OPTIMIZERS[name](**hyper)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from backprop_lab.datasets import Dataset
-from backprop_lab.diagnostics import DiagnosticsRecorder, Histogram
-from backprop_lab.history import History
-from backprop_lab.network import MLP
-from backprop_lab.optimizers import Optimizer
+from backprop_lab.engine.datasets import Dataset
+from backprop_lab.engine.diagnostics import DiagnosticsRecorder, Histogram
+from backprop_lab.engine.history import History
+from backprop_lab.engine.network import MLP
+from backprop_lab.engine.optimizers import Optimizer
 
 
 @dataclass

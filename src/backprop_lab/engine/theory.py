@@ -14,18 +14,8 @@ from __future__ import annotations
 
 import math
 
-from backprop_lab.activations import LEAKY_SLOPE, get_activation
-from backprop_lab.initializers import resolve_init, weight_variance
-
-#: E[f'(z)^2] for z near 0 (relu-like: half the units pass the gradient).
-LINEAR_REGIME_GAIN: dict[str, float] = {
-    "sigmoid": 0.25**2,
-    "tanh": 1.0,
-    "relu": 0.5,
-    "leaky_relu": (1.0 + LEAKY_SLOPE**2) / 2.0,
-    "softsign": 1.0,
-    "identity": 1.0,
-}
+from backprop_lab.engine.activations import get_activation
+from backprop_lab.engine.initializers import resolve_init, weight_variance
 
 
 def backprop_std_factor(activation: str, init: str, fan_in: int, fan_out: int) -> float:
@@ -37,9 +27,9 @@ def backprop_std_factor(activation: str, init: str, fan_in: int, fan_out: int) -
         fan_in: n_l, the width of layer l (the fan-in of W^{l+1}).
         fan_out: n_{l+1}, the width of layer l+1 (the fan-out of W^{l+1}).
     """
-    get_activation(activation)  # a ValueError for an unknown name
+    gain = get_activation(activation).linear_gain  # a ValueError for an unknown name
     var_w = weight_variance(resolve_init(activation, init), fan_in, fan_out)
-    return math.sqrt(fan_out * var_w * LINEAR_REGIME_GAIN[activation])
+    return math.sqrt(fan_out * var_w * gain)
 
 
-__all__ = ["LINEAR_REGIME_GAIN", "backprop_std_factor", "resolve_init"]
+__all__ = ["backprop_std_factor", "resolve_init"]

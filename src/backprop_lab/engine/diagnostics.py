@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backprop_lab.history import History
-from backprop_lab.network import MLP, Workspace
+from backprop_lab.engine.history import History
+from backprop_lab.engine.network import MLP, Workspace
 
 Array = np.ndarray
 SATURATION_THRESHOLD = 0.05

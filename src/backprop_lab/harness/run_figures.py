@@ -15,8 +15,8 @@ Any past run's figures can be rendered from its outputs (config.yaml, history.cs
 :func:`render_run_figures` for a run folder, :func:`render_mlflow_run` for an MLflow run (the
 PNGs are logged back to the run under ``figures/``), or the command
 
-    python -m backprop_lab.run_figures multirun/2026-12-03/07-10-00/0   # a job's folder
-    python -m backprop_lab.run_figures 3f2c...e9 [--tracking-uri URI]   # an MLflow run id
+    python -m backprop_lab.harness.run_figures multirun/2026-12-03/07-10-00/0   # a job's folder
+    python -m backprop_lab.harness.run_figures 3f2c...e9 [--tracking-uri URI]   # an MLflow run id
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from backprop_lab.contract import CONFIG_FILE, HISTORY_FILE, SUMMARY_FILE, WEIGHTS_FILE
 
 CLASS_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd",
                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -225,7 +227,7 @@ def save_run_figures(net, dataset, history, folder: Path, title: str = "") -> li
 
 # -- rendering from a run's saved outputs ----------------------------------------------------------
 
-RUN_FILES = ("config.yaml", "history.csv", "weights.npz")
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE)
 FIGURES_DIR = "figures"  # in a run folder, and in an MLflow run's artifacts
 _LAYER_COLUMN = re.compile(r"(.+)/layer_(\d+)")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -251,7 +253,7 @@ def load_config(path: Path):
 
     from omegaconf import OmegaConf
 
-    from backprop_lab.config import Config
+    from backprop_lab.harness.config import Config
 
     plain = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
@@ -276,7 +278,7 @@ def load_history(path: Path, n_layers: int):
     """A saved ``history.csv`` (epoch, then one column per metric; empty = NaN) as a History."""
     import csv
 
-    from backprop_lab.history import History
+    from backprop_lab.engine.history import History
 
     with Path(path).open(newline="") as f:
         reader = csv.reader(f)
@@ -330,14 +332,14 @@ def load_run(folder: Path):
         jobs = sorted(path.parent for path in folder.glob("*/config.yaml"))
         hint = f" (a sweep's folder? give one job's folder, e.g. {jobs[0]})" if jobs else ""
         raise RunOutputsError(f"run folder {folder} lacks {', '.join(missing)}{hint}")
-    from backprop_lab.app import build
+    from backprop_lab.harness.app import build
 
-    config = load_config(folder / "config.yaml")
+    config = load_config(folder / CONFIG_FILE)
     try:
         built = build(config)
     except (ValueError, KeyError, AttributeError, TypeError) as exc:  # say which file
         raise RunOutputsError(f"{folder / 'config.yaml'}: {_first_line(exc)}") from None
-    load_weights(built.net, folder / "weights.npz")
+    load_weights(built.net, folder / WEIGHTS_FILE)
     history = load_history(folder / "history.csv", built.net.n_layers)
     return built.net, built.dataset, history
 
@@ -347,7 +349,7 @@ def saved_run_name(folder: Path) -> str:
     import json
 
     try:
-        return str(json.loads((Path(folder) / "summary.json").read_text())["run_name"] or "")
+        return str(json.loads((Path(folder) / SUMMARY_FILE).read_text())["run_name"] or "")
     except (OSError, ValueError, KeyError, TypeError):
         return ""
 
@@ -411,11 +413,11 @@ def render_mlflow_run(run_id: str, tracking_uri: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m backprop_lab.run_figures TARGET [--tracking-uri URI] [--out DIR]``."""
+    """``python -m backprop_lab.harness.run_figures TARGET [--tracking-uri URI] [--out DIR]``."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m backprop_lab.run_figures",
+        prog="python -m backprop_lab.harness.run_figures",
         description="Render a past run's figures (curves, decision boundary, gradient norms) "
                     "from its saved config.yaml, history.csv and weights.npz.")
     parser.add_argument("target", metavar="TARGET",

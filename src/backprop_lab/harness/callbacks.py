@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from backprop_lab.contract import N_JOBS_TAG, ROLE_TAG, SWEPT_KEYS_TAG
-from backprop_lab.job_context import (
+from backprop_lab.harness.job_context import (
     ENV_PARENT_RUN_ID,
     ENV_SWEEP_ID,
     ENV_SWEPT_KEYS,
@@ -136,8 +136,8 @@ def job_configs(config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
 def check_job(cfg: DictConfig, label: str = "") -> None:
     """Exit non-zero, naming the bad value, if the job's data set, network or optimizer cannot
     be built from ``cfg``."""
-    from backprop_lab.app import build
-    from backprop_lab.config import ConfigError
+    from backprop_lab.harness.app import build
+    from backprop_lab.harness.config import ConfigError
 
     try:
         build(cfg)
@@ -207,7 +207,7 @@ class TrackingCallback(Callback):
         print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from backprop_lab.progress import runs_table
+        from backprop_lab.harness.progress import runs_table
 
         summaries = collect_summaries(Path(config.hydra.sweep.dir), self.sweep_id)
         failed = [s for s in summaries if s["outcome"] != "finished"]
@@ -221,7 +221,7 @@ class TrackingCallback(Callback):
             print(f"\nMLflow store: {self.uri}\nOpen the UI:  {ui_command(self.uri)}")
         if config.get("figures") is None and summaries:  # sweeps render figures on demand
             example = summaries[0].get("run_id") or "<job folder>"
-            print(f"Figures:      python -m backprop_lab.run_figures {example}")
+            print(f"Figures:      python -m backprop_lab.harness.run_figures {example}")
         problems = len(failed) + missing
         sweep_dir = Path(config.hydra.sweep.dir)
         if summaries:
@@ -255,7 +255,7 @@ class TrackingCallback(Callback):
         """Fail within seconds, before anything is created, when the Ray cluster or the tracking
         server the run needs is not there (MLflow's own retries take minutes to give up)."""
         from backprop_lab import tracking
-        from backprop_lab.cluster import PreflightError, preflight
+        from backprop_lab.tracking.ray_launcher import PreflightError, preflight
 
         uri = None
         if cfg.tracking.enabled:

@@ -28,9 +28,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backprop_lab.activations import Activation, get_activation
-from backprop_lab.initializers import RandomSource, get_initializer, resolve_init
-from backprop_lab.losses import OutputHead, get_output
+from backprop_lab.engine.activations import Activation, get_activation
+from backprop_lab.engine.initializers import RandomSource, get_initializer, resolve_init
+from backprop_lab.engine.losses import OutputHead, get_output
 
 Array = np.ndarray
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backprop_lab.initializers import RandomSource
+from backprop_lab.engine.initializers import RandomSource
 
 Array = np.ndarray
 

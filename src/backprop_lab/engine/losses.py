@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_lab.activations import sigmoid
+from backprop_lab.engine.activations import sigmoid
 
 Array = np.ndarray
 

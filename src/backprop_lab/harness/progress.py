@@ -12,8 +12,8 @@ from typing import Any
 class ProgressBar:
     """Training callback showing epoch, loss and accuracy in a tqdm bar (on stderr).
 
-    The postfix is refreshed at most every ``refresh_seconds`` so the bar costs next to nothing
-    per epoch (the reference network trains in ~100 us an epoch).
+    The postfix is refreshed at most every ``refresh_seconds``: a small network trains thousands
+    of epochs a second, and formatting it every epoch would cost more than the epoch.
     """
 
     def __init__(self, epochs: int, desc: str, *, enabled: bool = True,

@@ -48,14 +48,10 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from backprop_lab.contract import TELEMETRY_OFF
+
 log = logging.getLogger(__name__)
 
-# Off unless the user's environment says otherwise.
-PRIVACY_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 # Environment handed to every job (names, then prefixes).
 FORWARDED_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK",
                    "HYDRA_FULL_ERROR", "BACKPROP_LAB_ROOT")
@@ -65,7 +61,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 def private_defaults(environ: os._Environ | dict = os.environ) -> None:
     """Set the telemetry/usage-stats switches off where the environment does not set them."""
-    for key, value in PRIVACY_ENV.items():
+    for key, value in TELEMETRY_OFF.items():
         environ.setdefault(key, value)
 
 
@@ -107,7 +103,7 @@ def job_environment(config: DictConfig, environ: Mapping[str, str] = os.environ)
     env = {k: v for k, v in environ.items()
            if k in FORWARDED_NAMES or k.startswith(FORWARDED_PREFIXES)}
     for key in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
-        env.setdefault(key, PRIVACY_ENV[key])
+        env.setdefault(key, TELEMETRY_OFF[key])
     tracking_on = OmegaConf.select(config, "tracking.enabled", default=False)
     if tracking_on and not OmegaConf.select(config, "tracking.uri", default=None):
         # The store the launching process resolved (a job on another node would otherwise
@@ -158,7 +154,7 @@ def preflight(config: DictConfig, tracking_uri: str | None = None,
               timeout: float = 5.0) -> None:
     """Check, in the launching process before anything is created, what a sweep needs from
     outside: the Ray cluster of hydra/launcher=ray_cluster (address given, reachable, Ray
-    installed) and the tracking server when the URI is http(s) (:func:`backprop_lab.server.
+    installed) and the tracking server when the URI is http(s) (:func:`backprop_lab.tracking.server.
     check_tracking_server`: MLflow's own retries take about 4 minutes to give up).
 
     ``config``: the full Hydra config (with its ``hydra`` node); ``tracking_uri``: the resolved
@@ -189,7 +185,7 @@ def preflight(config: DictConfig, tracking_uri: str | None = None,
                                      f"({reason}). Start it (ray start --head --port ...) or "
                                      "fix hydra.launcher.ray.init.address.")
     if tracking_uri:
-        from backprop_lab.server import ServerError, check_tracking_server
+        from backprop_lab.tracking.server import ServerError, check_tracking_server
 
         try:
             check_tracking_server(tracking_uri, timeout=timeout)

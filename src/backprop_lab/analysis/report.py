@@ -1,8 +1,8 @@
 """Render the vanishing-gradient figures and a markdown summary of a sweep, without Jupyter.
 
-    python -m backprop_lab.report --out reports/latest                 # latest sweep, default store
-    python -m backprop_lab.report --uri sqlite:///mlflow.db --sweep RUN_ID --out reports/x
-    python -m backprop_lab.report --experiment backprop-lab --all-runs --out reports/all
+    python -m backprop_lab.analysis.report --out reports/latest     # latest sweep, default store
+    python -m backprop_lab.analysis.report --uri sqlite:///mlflow.db --sweep RUN_ID --out reports/x
+    python -m backprop_lab.analysis.report --experiment backprop-lab --all-runs --out reports/all
 
 Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures`, then
 logs the folder as artifacts of the sweep's parent run under ``report/`` (skipped with
@@ -12,19 +12,19 @@ logs the folder as artifacts of the sweep's parent run under ``report/`` (skippe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+from backprop_lab.contract import telemetry_off  # noqa: E402
+
+telemetry_off()  # before anything imports mlflow
 
 REPORT_ARTIFACT_PATH = "report"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m backprop_lab.report",
+        prog="python -m backprop_lab.analysis.report",
         description="Figures (PNG) and a markdown summary of a sweep's vanishing-gradient "
         "behaviour, logged back to the sweep's parent run under report/.",
     )

@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab.config import to_plain
-
-HISTORY_FILE = "history.csv"
+from backprop_lab.contract import (
+    CONFIG_FILE,
+    FIGURES_DIR,
+    HISTOGRAMS_FILE,
+    HISTORY_FILE,
+    WEIGHTS_FILE,
+)
+from backprop_lab.harness.config import to_plain
 
 
 def write_history_csv(history, path: Path) -> None:
@@ -35,15 +40,15 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
                  *, figures: bool, title: str) -> None:
     """config.yaml, weights.npz, history.csv, histograms.npz and figures/ into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(to_plain(cfg)))
+    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(to_plain(cfg)))
     arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
     arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
-    np.savez(folder / "weights.npz", sizes=np.array(net.sizes), **arrays)
+    np.savez(folder / WEIGHTS_FILE, sizes=np.array(net.sizes), **arrays)
     if history is not None and history.n_rows:
         write_history_csv(history, folder / HISTORY_FILE)
     if histograms:
         np.savez_compressed(
-            folder / "histograms.npz",
+            folder / HISTOGRAMS_FILE,
             epoch=np.array([h.epoch for h in histograms]),
             layer=np.array([h.layer for h in histograms]),
             kind=np.array([h.kind for h in histograms]),
@@ -51,9 +56,9 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
             edges=np.stack([h.edges for h in histograms]),
         )
     if figures and history is not None and history.n_rows:
-        from backprop_lab.run_figures import save_run_figures
+        from backprop_lab.harness.run_figures import save_run_figures
 
-        save_run_figures(net, dataset, history, folder / "figures", title)
+        save_run_figures(net, dataset, history, folder / FIGURES_DIR, title)
 
 
 def artifact_specs(folder: Path) -> list:
@@ -61,10 +66,10 @@ def artifact_specs(folder: Path) -> list:
     from backprop_lab.tracking import ArtifactSpec
 
     return [
-        ArtifactSpec(folder / "config.yaml"),
+        ArtifactSpec(folder / CONFIG_FILE),
         ArtifactSpec(folder / ".hydra", "hydra"),
-        ArtifactSpec(folder / "weights.npz"),
+        ArtifactSpec(folder / WEIGHTS_FILE),
         ArtifactSpec(folder / HISTORY_FILE),
-        ArtifactSpec(folder / "histograms.npz"),
-        ArtifactSpec(folder / "figures", "figures"),
+        ArtifactSpec(folder / HISTOGRAMS_FILE),
+        ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
     ]

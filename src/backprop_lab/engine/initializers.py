@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from backprop_lab.engine.activations import get_activation
+
 RandomSource = np.random.Generator | np.random.RandomState
 
 
@@ -84,7 +86,7 @@ def resolve_init(activation: str, init: str) -> str:
     check_init(init)
     if init != "auto":
         return init
-    return "he" if activation in ("relu", "leaky_relu") else "lecun"
+    return get_activation(activation).default_init
 
 
 def get_initializer(name: str) -> Callable[[RandomSource, int, int], np.ndarray]:

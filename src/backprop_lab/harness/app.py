@@ -14,22 +14,24 @@ status at the end.
 
 from __future__ import annotations
 
-import os
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+import numpy as np
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig
 
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-from hydra.errors import CompactHydraException  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from backprop_lab.config import (  # noqa: E402
+from backprop_lab.contract import (
+    CONF_DIR,
+    OUTPUT_DIR_TAG,
+    ROLE_TAG,
+    SUMMARY_FILE,
+    telemetry_off,
+)
+from backprop_lab.harness.config import (
     ConfigError,
     flatten,
     hidden_sizes,
@@ -37,11 +39,16 @@ from backprop_lab.config import (  # noqa: E402
     to_plain,
     validate,
 )
-from backprop_lab.contract import CONF_DIR, OUTPUT_DIR_TAG, ROLE_TAG, SUMMARY_FILE  # noqa: E402
-from backprop_lab.job_context import JobContext  # noqa: E402
-from backprop_lab.progress import ProgressBar, grad_ratio, summary_line  # noqa: E402
-from backprop_lab.run_outputs import artifact_specs, save_outputs  # noqa: E402
+from backprop_lab.harness.job_context import JobContext
+from backprop_lab.harness.progress import ProgressBar, grad_ratio, summary_line
+from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
 
+if TYPE_CHECKING:
+    from backprop_lab.engine.diagnostics import Histogram
+    from backprop_lab.engine.history import History
+    from backprop_lab.tracking.run_tracker import RunTracker
+
+telemetry_off()  # MLflow is imported lazily, always after this
 log = logging.getLogger(__name__)
 
 
@@ -80,9 +87,9 @@ def random_streams(cfg: DictConfig) -> tuple[Any, Any, Any]:
 
 def build(cfg: DictConfig) -> Built:
     """Data set, network and optimizer of a job; raises ValueError naming any bad value."""
-    from backprop_lab.datasets import load_dataset
-    from backprop_lab.network import MLP
-    from backprop_lab.optimizers import make_optimizer
+    from backprop_lab.engine.datasets import load_dataset
+    from backprop_lab.engine.network import MLP
+    from backprop_lab.engine.optimizers import make_optimizer
 
     validate(cfg)
     dtype = np.dtype(cfg.dtype.name)
@@ -119,8 +126,20 @@ def derived_params(built: Built) -> dict[str, Any]:
     }
 
 
-def _summary(ctx: JobContext, cfg: DictConfig, outcome: str, reason: str | None,
-             history, run_id: str | None, seconds: float, n_layers: int | None) -> dict:
+@dataclass
+class Ending:
+    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
+
+    outcome: str
+    reason: str | None = None
+    history: History | None = None
+    histograms: list[Histogram] = field(default_factory=list)
+
+
+def _summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
+             seconds: float, n_layers: int | None) -> dict:
+    """The job's summary.json: what the sweep's table and runs.csv show."""
+    history, outcome, reason = ending.history, ending.outcome, ending.reason
     final = history.final() if history is not None else {}
     return {
         "sweep_id": ctx.sweep_id,
@@ -144,7 +163,7 @@ def _summary(ctx: JobContext, cfg: DictConfig, outcome: str, reason: str | None,
     }
 
 
-def _finish(ctx: JobContext, cfg: DictConfig, summary: dict) -> dict:
+def _finish(ctx: JobContext, summary: dict) -> dict:
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     (ctx.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     print(summary_line(summary), flush=True)
@@ -155,7 +174,7 @@ def train_and_track(cfg: DictConfig) -> dict:
     """Run one job (see the module docstring); returns its summary (also in summary.json)."""
     from threadpoolctl import threadpool_limits
 
-    from backprop_lab.training import train
+    from backprop_lab.engine.training import train
 
     ctx = JobContext.current(cfg)
     tic = time.perf_counter()
@@ -164,8 +183,8 @@ def train_and_track(cfg: DictConfig) -> dict:
     except (ConfigError, ValueError) as exc:
         if not ctx.multirun:
             raise BadConfig(f"Invalid config: {exc}") from None
-        return _finish(ctx, cfg, _summary(ctx, cfg, "failed", f"invalid config: {exc}",
-                                          None, None, 0.0, None))
+        return _finish(ctx, _summary(ctx, cfg, Ending("failed", f"invalid config: {exc}"),
+                                     None, 0.0, None))
 
     tracker = None
     if cfg.tracking.enabled:
@@ -173,39 +192,37 @@ def train_and_track(cfg: DictConfig) -> dict:
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
     holder = _HistoryHolder()
-    outcome, reason, result, error = "failed", None, None, None
+    ending, result, error = Ending("failed"), None, None
     try:
         with threadpool_limits(limits=cfg.threads):
             result = train(built.net, built.dataset, built.optimizer, epochs=cfg.epochs,
                            batch_size=built.batch_size, callbacks=[holder, *callbacks],
                            diagnostics=cfg.diagnostics, histogram_every=cfg.histogram_every,
                            rng=built.shuffle_rng)
-        outcome = result.status
+        ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
-            reason = f"training loss not finite at epoch {result.diverged_epoch}"
+            ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
     except KeyboardInterrupt:
         bar.close()
-        _wrap_up(cfg, ctx, built, holder.history, [], tracker, "killed",
-                 "interrupted (KeyboardInterrupt)", figures=False)
+        _wrap_up(cfg, ctx, built, Ending("killed", "interrupted (KeyboardInterrupt)",
+                                         holder.history), tracker, figures=False)
         raise
     except Exception as exc:  # recorded as FAILED; re-raised below for a single run
         bar.close()
-        outcome, reason, error = "failed", f"{type(exc).__name__}: {exc}", exc
+        ending = Ending("failed", f"{type(exc).__name__}: {exc}", holder.history)
+        error = exc
         if ctx.multirun:  # the sweep goes on: keep the traceback in the job's log
             log.error("run %s failed", ctx.run_name, exc_info=True)
 
-    history = result.history if result is not None else holder.history
-    histograms = result.histograms if result is not None else []
     figures = cfg.figures if cfg.figures is not None else not ctx.multirun
-    _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, figures=figures)
-    summary = _finish(ctx, cfg, _summary(ctx, cfg, outcome, reason, history,
-                                         tracker.run_id if tracker else None,
-                                         time.perf_counter() - tic, built.net.n_layers))
+    _wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
+    summary = _finish(ctx, _summary(ctx, cfg, ending, tracker.run_id if tracker else None,
+                                    time.perf_counter() - tic, built.net.n_layers))
     if not ctx.multirun:
         if error is not None:
             raise error
-        if outcome != "finished":
-            raise RunFailed(f"Run {ctx.run_name} {outcome}: {reason}")
+        if ending.outcome != "finished":
+            raise RunFailed(f"Run {ctx.run_name} {ending.outcome}: {ending.reason}")
     return summary
 
 
@@ -218,7 +235,8 @@ class _HistoryHolder:
         self.history = history
 
 
-def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built):
+def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracker:
+    """Open the job's run (params, tags, its parent) and the training callback writing to it."""
     from backprop_lab import tracking
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, ctx.base_dir)
@@ -238,12 +256,14 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built):
                                log_every=cfg.tracking.log_every)
 
 
-def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, figures) -> None:
+def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
+             tracker: RunTracker | None, *, figures: bool) -> None:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status."""
     import warnings
 
     from backprop_lab import tracking
 
+    history = ending.history
     if tracker is not None:
         try:
             if history is not None:
@@ -254,7 +274,7 @@ def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, 
             warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
     tic = time.perf_counter()
     try:
-        save_outputs(cfg, built.net, built.dataset, history, histograms, ctx.output_dir,
+        save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
                      figures=figures, title=ctx.run_name)
     except Exception as exc:
         warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
@@ -266,7 +286,8 @@ def _wrap_up(cfg, ctx, built, history, histograms, tracker, outcome, reason, *, 
             tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
         timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
     finally:
-        tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
+        tracking.end_run(tracker.backend.uri, tracker.run_id, ending.outcome, ending.reason,
+                         timings)
 
 
 def task(cfg: DictConfig) -> dict:

@@ -1,0 +1,17 @@
+"""The numpy engine: networks, their training and the per-layer diagnostics of gradient flow.
+
+Arrays are features x samples throughout. Nothing here imports Hydra or MLflow: the harness
+(``backprop_lab.harness``) builds these objects from configs, and tracking records what they
+measure.
+
+    activations   sigmoid, tanh, relu, leaky_relu, softsign, identity: f, f', what theory needs
+    losses        the fused output layers and losses (output error p - y)
+    initializers  he, lecun, xavier_uniform, standard, auto
+    network       MLP: forward, backpropagation, workspaces
+    optimizers    gd, sgd, momentum (Nesterov), adam; L2 weight decay
+    datasets      the data sets, splits and standardization
+    diagnostics   the per-layer diagnostics, measured at the start of each epoch
+    history       the per-epoch record and the metric names
+    training      the training loop, divergence detection, callbacks
+    theory        the per-layer factors theory predicts
+"""
