@@ -33,7 +33,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "train.py"
-EPOCHS = 60  # 61 rows x 31 metrics: two buffered log_batch flushes a job
+EPOCHS = 60  # 61 rows x 31 metrics a job, each a block written while the others write
 N_JOBS = 8
 # 4 activations x 2 seeds; small network, so process start-up and logging dominate.
 SWEEP = ["activation=sigmoid,tanh,relu,leaky_relu", "seed=0,1", f"epochs={EPOCHS}",

@@ -5,12 +5,15 @@
 - :class:`SqliteBackend` for a ``sqlite:///`` store whose schema this package writes (a new one
   included): rows written directly with ``sqlite3`` (see sqlite_store.py). mlflow is not
   imported at all, unless the store's artifacts live somewhere remote.
-- :class:`MlflowBackend` for everything else (a tracking server over HTTP, PostgreSQL or MySQL
-  URIs, SQLite stores of another MLflow version): MLflow's own ``MlflowClient``. Over HTTP,
-  metric blocks are sent by a pool of threads, several requests in flight, so training does not
-  wait for the server, each block in one request to the route our server adds
-  (server_app.py), or as MLflow ``log-batch`` requests to any other MLflow server;
-  :meth:`Backend.flush` waits for every block sent so far and raises the first error.
+- :class:`~backprop_lab.tracking.rest_store.RestBackend` for a plain ``http://`` tracking
+  server: MLflow's REST API with the standard library (no mlflow import), each metric block in
+  one request to the route our server adds (server_app.py), sent by a pool of threads, several
+  requests in flight, so training does not wait for the server.
+- :class:`MlflowBackend` for everything else (https or servers that need MLflow's credentials,
+  PostgreSQL or MySQL URIs, SQLite stores of another MLflow version): MLflow's own
+  ``MlflowClient``; over HTTP its ``log-batch`` requests are sent by a pool of threads too.
+
+:meth:`Backend.flush` waits for everything sent so far and raises the first error.
 
 Both take metrics as blocks of history (names (k,), steps (n,), values (k, n), timestamps (n,))
 and store them as MLflow would: NaN kept as NaN, +/-inf clamped to +/-1.797e308.
@@ -19,7 +22,6 @@ and store them as MLflow would: NaN kept as NaN, +/-inf clamped to +/-1.797e308.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -182,7 +184,6 @@ class MlflowBackend:
         self._pool = (ThreadPoolExecutor(HTTP_REQUESTS_IN_FLIGHT, thread_name_prefix="mlflow-send")
                       if remote else None)
         self._pending: list[Future] = []
-        self._blocks = remote  # the server takes whole blocks until it answers 404
 
     def ensure_experiment(self, name: str, artifact_location: str | None) -> str:
         from mlflow.exceptions import MlflowException
@@ -220,26 +221,7 @@ class MlflowBackend:
         if self._pool is None:
             self._log_batches(block)
         else:
-            self._pending.append(self._pool.submit(self._send_block, block))
-
-    def _send_block(self, block: dict) -> None:
-        """POST the block to the server's block route (server_app.py); a server without it
-        answers 404, and this backend uses MLflow's log-batch from then on."""
-        if self._blocks:
-            from mlflow.utils.rest_utils import http_request
-
-            # The REST store's credentials: MLflow's auth and TLS settings apply here too.
-            creds = self.client._tracking_client.store.get_host_creds()
-            response = http_request(creds, BLOCK_ROUTE, "POST", data=json.dumps(block),
-                                    extra_headers={"Content-Type": "application/json"},
-                                    raise_on_status=False)
-            if response.status_code == 200:
-                return
-            if response.status_code != 404:
-                raise RuntimeError(f"{self.uri}{BLOCK_ROUTE} answered "
-                                   f"{response.status_code}: {response.text[:500]}")
-            self._blocks = False
-        self._log_batches(block)
+            self._pending.append(self._pool.submit(self._log_batches, block))
 
     def _log_batches(self, block: dict) -> None:
         """The block as MLflow log_batch calls of at most 1000 metrics."""
@@ -288,6 +270,13 @@ def open_store(uri: str) -> Backend:
     return _open(uri, os.getpid())
 
 
+def _plain_http(uri: str) -> bool:
+    """An ``http://`` server with no MLflow credentials or TLS settings in the environment."""
+    from backprop_lab.tracking.rest_store import MLFLOW_AUTH_ENV
+
+    return urlparse(uri).scheme == "http" and not any(os.environ.get(v) for v in MLFLOW_AUTH_ENV)
+
+
 @functools.cache
 def _open(uri: str, pid: int) -> Backend:
     from backprop_lab.tracking.sqlite_store import SchemaMismatch, SqliteStore
@@ -298,4 +287,9 @@ def _open(uri: str, pid: int) -> Backend:
             return SqliteBackend(uri, SqliteStore(path))
         except SchemaMismatch:
             pass  # another MLflow version's store: MLflow's client knows how to handle it
+    if _plain_http(uri):
+        from backprop_lab.tracking.rest_store import RestBackend
+
+        return RestBackend(uri, requests_in_flight=HTTP_REQUESTS_IN_FLIGHT,
+                           block_route=BLOCK_ROUTE, max_params=MAX_PARAMS_PER_BATCH)
     return MlflowBackend(uri)
