@@ -185,17 +185,19 @@ def test_blocks_through_the_server_equal_log_batch_on_postgresql(server):
     stored exactly as MLflow's own log_batch through the same server stores them."""
     from mlflow.tracking import MlflowClient
 
-    from backprop_lab.tracking.store import MlflowBackend
+    from backprop_lab.tracking.rest_store import RestBackend
+    from backprop_lab.tracking.store import open_store
     from tests.test_tracking_store import BLOCKS, NAMES, assert_same_histories, log_batch_blocks
 
     client = MlflowClient(server["uri"])
     experiment_id = client.create_experiment("blocks-vs-log-batch")
-    backend = MlflowBackend(server["uri"])
+    backend = open_store(server["uri"])
+    assert isinstance(backend, RestBackend)  # plain http://: no MLflow client in the job
     ours = backend.create_run(experiment_id, "blocks", {}, {})
     for steps, values, times in BLOCKS:
         backend.log_metrics(ours, NAMES, steps, values, times)
     backend.flush()
-    assert backend._blocks  # the server took blocks (no fallback to log-batch)
+    assert backend._fallback is None  # the server took blocks (no fallback to log-batch)
     theirs = client.create_run(experiment_id, run_name="log-batch").info.run_id
     log_batch_blocks(client, theirs)
     assert_same_histories(client, ours, theirs)
