@@ -88,9 +88,8 @@ def run_ours(wl: Workload, ds: Dataset, dtype: type, *, diagnostics: bool, epoch
 class EpochClock:
     """Training callback: the time per epoch of the steady-state epochs of a run.
 
-    ``on_epoch_end`` runs once history rows are complete: every epoch with diagnostics off, in
-    blocks of K epochs (the recorder's ring) with diagnostics on. The time between the first
-    and the last block completed inside the training loop, divided by the epochs between them,
+    ``on_epoch_end`` runs as each history row is complete, every epoch. The time between the
+    first and the last row completed inside the training loop, divided by the epochs between them,
     leaves out building the network, allocating and first touching the workspaces, and the
     final probe pass (no update follows it).
     """
