@@ -193,7 +193,7 @@ def test_a_tracked_sweep_imports_no_mlflow_pandas_or_matplotlib(tmp_path, store)
         (["-m", "activation=tanh,swish"], ["swish", "sigmoid, tanh, relu"]),
         (["optimizer.lr=-1"], ["optimizer.lr=-1", "positive"]),
         (["-m", "optimizer.lr=0.5,-1"], ["optimizer.lr=-1", "positive"]),
-        (["model.hidden=[0]"], ["model.hidden=[0]", "positive integer"]),
+        (["model.hidden=[0]"], ["model.hidden=[0]", "every layer width must be at least 1"]),
         (["dataset=unknown"], ["dataset/unknown", "spiral"]),
         (["dataset.name=unknown"], ["unknown", "spiral, moons"]),
     ],

@@ -53,7 +53,10 @@ class TrainResult:
         return f"TrainResult({self.status}{where}, {self.epochs_run} epochs, loss {loss:.4g})"
 
 
-def _check(net: MLP, data: Dataset, epochs: int, batch_size: int | None, every: int) -> None:
+def check_arguments(net: MLP, data: Dataset, epochs: int, batch_size: int | None,
+                    histogram_every: int) -> None:
+    """The checks ``train`` makes before it starts; a ValueError names the bad argument."""
+    every = histogram_every
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
@@ -109,7 +112,7 @@ def train(
             spaced training samples, fixed for the run (full batch: the whole training set).
             Loss and accuracy are always measured on the whole training set.
     """
-    _check(net, data, epochs, batch_size, histogram_every)
+    check_arguments(net, data, epochs, batch_size, histogram_every)
     if probe_size < 1:
         raise ValueError(f"probe_size must be a positive integer; got {probe_size!r}")
     X, Y = _as(net, data.X_train), _as(net, data.Y_train)

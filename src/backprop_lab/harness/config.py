@@ -5,7 +5,8 @@ The dataclasses below are registered in Hydra's ConfigStore as schemas; the YAML
 a key or a value of the wrong type therefore fails at composition with Hydra's own message, and
 names (activation, init, output, rng, dtype) are Enums so a bad one lists the valid choices.
 What types cannot express (lr > 0, positive widths, a data set the engine knows) is checked by
-:func:`validate`, which the harness runs on every job's config before any MLflow run exists.
+the engine itself when the harness builds a job (harness/app.py's ``build``), on every job's
+config before any MLflow run exists; :func:`validate` checks only what the engine does not see.
 
 Experiments live in ``<repo>/experiments/`` (not under ``conf/``): :func:`register_configs`
 stores each file there in the ``experiment`` group, so ``experiment=NAME`` works from any
@@ -14,7 +15,6 @@ working directory.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -175,50 +175,30 @@ def _name(value: Any) -> str:
     return value.name if isinstance(value, Enum) else str(value)
 
 
+def config_value(cfg: DictConfig, key: str) -> str:
+    """The value at ``key`` as the command line writes it (enums by name, lists as lists)."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    return str(_name(value))
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming every bad value of a composed config and what is allowed."""
-    from backprop_lab.engine.datasets import DATASETS
-
-    errors: list[str] = []
-
-    def check(ok: bool, key: str, allowed: str) -> None:
-        if not ok:
-            value = OmegaConf.select(cfg, key)
-            if isinstance(value, ListConfig):
-                value = OmegaConf.to_container(value)
-            errors.append(f"{key}={_name(value)!s}: {allowed}")
-
-    def positive(x: Any) -> bool:
-        return isinstance(x, int | float) and math.isfinite(x) and x > 0
-
-    check(cfg.dataset.name in DATASETS, "dataset.name", f"valid choices: {', '.join(DATASETS)}")
-    n = cfg.dataset.n_samples
-    check(n is None or n >= 1, "dataset.n_samples", "must be a positive integer (or null)")
-    noise = cfg.dataset.noise
-    check(noise is None or (math.isfinite(noise) and noise >= 0), "dataset.noise",
-          "must be >= 0 (or null)")
-    check(0 <= cfg.dataset.val_fraction < 1, "dataset.val_fraction", "must be in [0, 1)")
-    if "hidden" in cfg.model:
-        check(all(w >= 1 for w in cfg.model.hidden), "model.hidden",
-              "every width must be a positive integer, e.g. [16, 8]")
-    else:
-        check(cfg.model.depth >= 1, "model.depth", "must be a positive integer")
-        check(cfg.model.width >= 1, "model.width", "must be a positive integer")
-    check(positive(cfg.optimizer.lr), "optimizer.lr", "must be a positive number, e.g. 0.5")
-    bs = cfg.optimizer.batch_size
-    check(bs is None or bs >= 1, "optimizer.batch_size",
-          "must be a positive integer, or null for full batch")
-    check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
-    for key in ("momentum", "beta1", "beta2"):
-        if key in cfg.optimizer:
-            check(0 <= cfg.optimizer[key] < 1, f"optimizer.{key}", "must be in [0, 1)")
-    if "eps" in cfg.optimizer:
-        check(positive(cfg.optimizer.eps), "optimizer.eps", "must be a positive number")
-    check(cfg.epochs >= 1, "epochs", "must be a positive integer")
-    check(cfg.threads is None or cfg.threads >= 1, "threads",
-          "must be a positive integer (or null to leave BLAS alone)")
-    check(cfg.histogram_every >= 0, "histogram_every", "must be >= 0 (0 = no histograms)")
-    check(cfg.tracking.log_every >= 1, "tracking.log_every", "must be a positive integer")
+    """Raise ConfigError naming every bad value the engine does not check (it checks its own
+    arguments when the harness builds a job: harness/app.py's ``build``)."""
+    errors = [
+        f"{key}={config_value(cfg, key)}: {allowed}"
+        for key, ok, allowed in (
+            ("threads", cfg.threads is None or cfg.threads >= 1,
+             "must be a positive integer (or null to leave BLAS alone)"),
+            ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
+            # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
+            # there, just no hidden layer.
+            ("model.depth", "depth" not in cfg.model or cfg.model.depth >= 1,
+             "must be a positive integer"),
+        )
+        if not ok
+    ]
     if errors:
         raise ConfigError("; ".join(errors))
 
