@@ -63,6 +63,8 @@ def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
 
     None for other sweepers (their jobs are only known while they run).
     """
+    # Private: Hydra has no public API that expands a sweep into its jobs before it launches
+    # them; BasicSweeper.split_arguments is what the basic sweeper itself uses.
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser

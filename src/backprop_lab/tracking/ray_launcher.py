@@ -199,6 +199,8 @@ def sweep_job(hydra_context, sweep_config: DictConfig, task_function, singleton_
 
     Workers are reused between jobs of a sweep: variables of a previous job are replaced.
     """
+    # Private: the plugin's job runner (Hydra's run_job with the plugin's setup) has no public
+    # name; reusing it keeps jobs on Ray exactly as hydra-ray-launcher runs them.
     from hydra_plugins.hydra_ray_launcher._launcher_util import _run_job
 
     for key in [k for k in os.environ if k.startswith("BACKPROP_LAB_") and k not in env]:

@@ -34,6 +34,7 @@ async def log_metric_block(request: Request) -> JSONResponse:
     """Write one block of metric history (see the module docstring)."""
     try:
         block = json.loads(await request.body())
+        # Private, as MLflow has no public accessor for the server's own tracking store.
         store = _get_tracking_store()
         if not hasattr(store, "log_metric_block"):
             return JSONResponse({"error": "this server's store does not take metric blocks"},
