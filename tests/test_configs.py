@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from backprop_lab.contract import CONF_DIR, EXPERIMENTS_DIR
 from backprop_lab.engine.datasets import DATASETS
-from backprop_lab.harness.app import build
+from backprop_lab.harness.build import build
 from backprop_lab.harness.callbacks import task_config
 from backprop_lab.harness.config import ConfigError, flatten, register_configs
 

@@ -53,7 +53,7 @@ def train_tiny(overrides: list[str], folder: Path, name: str):
 
     from backprop_lab.contract import CONF_DIR
     from backprop_lab.engine.training import train
-    from backprop_lab.harness.app import build
+    from backprop_lab.harness.build import build
     from backprop_lab.harness.config import register_configs, to_plain
 
     register_configs()

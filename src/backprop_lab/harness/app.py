@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
@@ -32,14 +30,12 @@ from backprop_lab.contract import (
     SUMMARY_FILE,
     telemetry_off,
 )
+from backprop_lab.harness.build import Built, build, derived_params
 from backprop_lab.harness.config import (
     ConfigError,
-    config_value,
     flatten,
-    hidden_sizes,
     register_configs,
     to_plain,
-    validate,
 )
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import ProgressBar, grad_ratio, summary_line
@@ -60,104 +56,6 @@ class BadConfig(CompactHydraException):
 
 class RunFailed(CompactHydraException):
     """A single run that raised or diverged (its MLflow run is already marked FAILED)."""
-
-
-@dataclass
-class Built:
-    """Everything a job trains, built from its config before any MLflow run is opened."""
-
-    dataset: Any
-    net: Any
-    optimizer: Any
-    shuffle_rng: Any
-    batch_size: int | None
-
-
-def random_streams(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """(data, weights, shuffling) random sources for ``cfg.rng``.
-
-    ``generator``: independent child streams of default_rng(seed), so changing the data set
-    does not change the initial weights. ``legacy``: one RandomState(seed) shared in the
-    reference notebook's order (data first, then weights).
-    """
-    if cfg.rng.name == "legacy":
-        state = np.random.RandomState(cfg.seed)
-        return state, state, state
-    data, weights, shuffle = np.random.default_rng(cfg.seed).spawn(3)
-    return data, weights, shuffle
-
-
-#: Words of the engine's error messages that mean a config key other than by its own name.
-ENGINE_WORDS = {"lr": "learning rate", "name": "data set", "init": "initializer",
-                "output": "output/loss", "hidden": "layer width", "width": "layer width"}
-
-
-def engine_error(exc: ValueError, cfg: DictConfig, keys: list[str]) -> ConfigError:
-    """The engine's own error, said in config keys: ``key=value: <engine message>`` for the
-    first of ``keys`` the message is about (by the key's last name, or the word the engine uses
-    for it), else the message alone."""
-    text = str(exc)
-    for key in keys:
-        name = key.rsplit(".", 1)[-1]
-        words = ENGINE_WORDS.get(name)
-        if re.search(rf"\b{re.escape(name)}\b", text) or (words is not None and words in text):
-            return ConfigError(f"{key}={config_value(cfg, key)}: {text}")
-    return ConfigError(text)
-
-
-def build(cfg: DictConfig) -> Built:
-    """Data set, network and optimizer of a job, built by the engine, which checks every value;
-    a bad one raises ConfigError naming its config key, the value and the engine's reason."""
-    from backprop_lab.engine.datasets import load_dataset
-    from backprop_lab.engine.network import MLP
-    from backprop_lab.engine.optimizers import make_optimizer
-    from backprop_lab.engine.training import check_arguments
-
-    validate(cfg)  # what the engine cannot check (BLAS threads, tracking)
-    dtype = np.dtype(cfg.dtype.name)
-    data_rng, init_rng, shuffle_rng = random_streams(cfg)
-    try:
-        ds = load_dataset(cfg.dataset.name, n_samples=cfg.dataset.n_samples,
-                          noise=cfg.dataset.noise, val_fraction=cfg.dataset.val_fraction,
-                          rng=data_rng, dtype=dtype)
-    except ValueError as exc:
-        raise engine_error(exc, cfg, [f"dataset.{k}" for k in cfg.dataset]) from None
-    output = cfg.model.output.name
-    try:
-        net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
-                  activation=cfg.activation.name,
-                  output=ds.default_output if output == "auto" else output,
-                  init=cfg.model.init.name, rng=init_rng, dtype=dtype)
-    except ValueError as exc:
-        raise engine_error(exc, cfg, ["activation", "dtype",
-                                      *(f"model.{k}" for k in cfg.model)]) from None
-    hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
-    try:
-        optimizer = make_optimizer(cfg.optimizer.name, **hyper)
-        check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every)
-    except ValueError as exc:
-        raise engine_error(exc, cfg, ["epochs", "histogram_every",
-                                      *(f"optimizer.{k}" for k in cfg.optimizer)]) from None
-    return Built(ds, net, optimizer, shuffle_rng, cfg.optimizer.batch_size)
-
-
-def derived_params(built: Built) -> dict[str, Any]:
-    """``net.*`` and ``data.*`` params the analysis code filters on."""
-    net, ds = built.net, built.dataset
-    hidden = net.sizes[1:-1]
-    return {
-        "net.n_layers": net.n_layers,
-        "net.depth": len(hidden),
-        "net.width": max(hidden, default=0),
-        "net.init": net.init,
-        "net.output": net.head.name,
-        "net.n_params": net.params.size,
-        "net.repr": repr(net),
-        "data.n_features": ds.n_features,
-        "data.n_classes": ds.n_classes,
-        "data.n_train": ds.n_train,
-        "data.n_val": ds.n_val,
-    }
 
 
 @dataclass

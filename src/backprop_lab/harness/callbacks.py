@@ -138,7 +138,7 @@ def job_configs(config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
 def check_job(cfg: DictConfig, label: str = "") -> None:
     """Exit non-zero, naming the bad value, if the job's data set, network or optimizer cannot
     be built from ``cfg``."""
-    from backprop_lab.harness.app import build
+    from backprop_lab.harness.build import build
     from backprop_lab.harness.config import ConfigError
 
     try:

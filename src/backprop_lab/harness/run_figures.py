@@ -242,7 +242,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_config(path: Path):
-    """A job's saved ``config.yaml`` as the DictConfig ``app.build`` takes.
+    """A job's saved ``config.yaml`` as the DictConfig ``build.build`` takes.
 
     The file holds plain values (enums as names); the schema's enum fields get their Enum
     values back, as when Hydra composed the job's config.
@@ -321,7 +321,7 @@ def load_weights(net, path: Path) -> None:
 def load_run(folder: Path):
     """(trained network, data set, History) of a run folder, as they were when training ended.
 
-    The data set and network are rebuilt from config.yaml by ``app.build`` (same seed, same
+    The data set and network are rebuilt from config.yaml by ``build.build`` (same seed, same
     random streams, so the same data), then the network gets the saved parameters.
     """
     folder = Path(folder)
@@ -332,7 +332,7 @@ def load_run(folder: Path):
         jobs = sorted(path.parent for path in folder.glob("*/config.yaml"))
         hint = f" (a sweep's folder? give one job's folder, e.g. {jobs[0]})" if jobs else ""
         raise RunOutputsError(f"run folder {folder} lacks {', '.join(missing)}{hint}")
-    from backprop_lab.harness.app import build
+    from backprop_lab.harness.build import build
 
     config = load_config(folder / CONFIG_FILE)
     try:
