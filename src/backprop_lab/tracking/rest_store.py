@@ -27,6 +27,7 @@ from urllib.parse import quote, urlparse
 
 import numpy as np
 
+from backprop_lab.tracking.sqlite_store import deleted_experiment, wait_all
 from backprop_lab.tracking.store import text
 
 API = "/api/2.0/mlflow"
@@ -123,8 +124,7 @@ class RestBackend:
                     raise
                 return self.ensure_experiment(name, artifact_location)
         if found.get("lifecycle_stage") != "active":
-            raise ValueError(f"experiment {name!r} in {self.uri} is deleted: restore it "
-                             "(mlflow experiments restore) or choose another tracking.experiment")
+            raise deleted_experiment(name, self.uri)
         return found["experiment_id"]
 
     def create_run(self, experiment_id: str, run_name: str, params: Mapping[str, str],
@@ -198,6 +198,4 @@ class RestBackend:
     def flush(self) -> None:
         """Wait for every metric block sent so far; raise the first error among them."""
         pending, self._pending = self._pending, []
-        errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
-        if errors:
-            raise errors[0]
+        wait_all(pending)

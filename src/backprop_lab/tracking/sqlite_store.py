@@ -145,6 +145,19 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     return None
 
 
+def deleted_experiment(name: str, where: object) -> ValueError:
+    """The error for an experiment that exists but is deleted (every backend raises it)."""
+    return ValueError(f"experiment {name!r} in {where} is deleted: restore it (mlflow "
+                      "experiments restore) or choose another tracking.experiment")
+
+
+def wait_all(futures: Iterable) -> None:
+    """Wait for every future; raise the first error among them, if any."""
+    errors = [exc for exc in (future.exception() for future in futures) if exc is not None]
+    if errors:
+        raise errors[0]
+
+
 def _pairs(run_id: str, items: Mapping[str, str], limit: int | None = None) -> dict:
     """json_each parameters for (key, value) rows of one run."""
     return {"run": run_id, "rows": json.dumps([[k, v[:limit]] for k, v in items.items()])}
@@ -222,8 +235,7 @@ class SqliteStore:
             raise
         con.execute("COMMIT")
         if row[1] != "active":
-            raise ValueError(f"experiment {name!r} in {self.path} is deleted: restore it "
-                             "(mlflow experiments restore) or choose another tracking.experiment")
+            raise deleted_experiment(name, self.path)
         return str(row[0])
 
     def artifact_location(self, experiment_id: str) -> str:

@@ -34,6 +34,13 @@ from urllib.parse import urlparse
 import numpy as np
 
 from backprop_lab.contract import telemetry_off
+from backprop_lab.tracking.sqlite_store import (
+    SchemaMismatch,
+    SqliteStore,
+    deleted_experiment,
+    local_artifact_dir,
+    wait_all,
+)
 
 telemetry_off()  # MLflow is imported lazily, always after this
 
@@ -152,8 +159,6 @@ class SqliteBackend:
         self._write(self.store.set_tags, run_id, {k: text(v) for k, v in tags.items()})
 
     def log_artifacts(self, run_id, specs) -> None:
-        from backprop_lab.tracking.sqlite_store import local_artifact_dir
-
         uri = self._artifact_uris.get(run_id)
         if uri is None:  # a run this process did not create
             uri = self._call(self.store.run_artifact_uri, run_id)
@@ -191,9 +196,7 @@ class MlflowBackend:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage != "active":
-                raise ValueError(f"experiment {name!r} in {self.uri} is deleted: restore it "
-                                 "(mlflow experiments restore) or choose another "
-                                 "tracking.experiment")
+                raise deleted_experiment(name, self.uri)
             return experiment.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=artifact_location)
@@ -257,12 +260,7 @@ class MlflowBackend:
     def flush(self) -> None:
         """Wait for every metric batch sent so far; raise the first error among them."""
         pending, self._pending = self._pending, []
-        error = None
-        for future in pending:
-            exc = future.exception()
-            error = error or exc
-        if error is not None:
-            raise error
+        wait_all(pending)
 
 
 def open_store(uri: str) -> Backend:
@@ -279,8 +277,6 @@ def _plain_http(uri: str) -> bool:
 
 @functools.cache
 def _open(uri: str, pid: int) -> Backend:
-    from backprop_lab.tracking.sqlite_store import SchemaMismatch, SqliteStore
-
     path = sqlite_path(uri)
     if path is not None:
         try:
