@@ -156,15 +156,20 @@ def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypa
     assert len(logged) == len(saved) - 1 > 20  # everything recorded was flushed and saved
 
 
-@pytest.mark.parametrize("sweep", [
-    ["activation=sigmoid,tanh,relu"],
-    ["model=mlp,deep", "optimizer.lr=0.1,0.2", "seed=1"],
-    ["experiment=vanishing_gradients", "model.depth=2,5", "activation=relu,tanh"],
-    ["optimizer=momentum,adam", "++optimizer.weight_decay=0.01", "epochs=5,6"],
+@pytest.mark.parametrize(("sweep", "compositions"), [
+    (["activation=sigmoid,tanh,relu"], 1),
+    (["model=mlp,deep", "optimizer.lr=0.1,0.2", "seed=1"], 2),
+    (["experiment=vanishing_gradients", "model.depth=2,5", "activation=relu,tanh"], 1),
+    (["optimizer=momentum,adam", "++optimizer.weight_decay=0.01", "epochs=5,6"], 2),
+    (["optimizer=sgd,adam", "optimizer.lr=0.1,0.2"], 2),
+    (["+foo=1,2", "seed=3,4"], 2),  # a key added by the job: composed with it
+    (["+foo=1", "foo=2,3"], 2),  # a key added and set in one job: composed each time
+    (["hydra.job.config.override_dirname.item_sep=_,+", "seed=1,2"], 2),
 ])
-def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
-    """job_configs composes once per distinct group choice and applies value overrides on top:
-    every job's config must equal the one Hydra composes for that job from scratch."""
+def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None:
+    """job_configs (and, through the composer it installs, Hydra's sweeper and launcher) compose
+    once per distinct choice of the non-value overrides and apply value overrides on top: every
+    job's full config, hydra node included, equals the one Hydra composes from scratch."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, read_write
@@ -183,11 +188,20 @@ def test_sweep_prevalidation_equals_hydras_own_composition(sweep) -> None:
         jobs, _ = sweep_jobs(master)
         assert len(jobs) > 1
         loader = GlobalHydra.instance().hydra.config_loader
-        fast = job_configs(master, jobs)
-        for overrides, cfg in zip(jobs, fast, strict=True):
-            full = task_config(loader.load_sweep_config(master_config=master,
-                                                        sweep_overrides=overrides))
-            assert OmegaConf.to_container(cfg) == OmegaConf.to_container(full), overrides
+        hydras_own = type(loader).load_sweep_config  # the class's method: not the composer's
+        try:
+            fast = job_configs(master, jobs)
+            composer = loader.load_sweep_config.__self__
+            assert composer.compositions == compositions
+            for overrides, cfg in zip(jobs, fast, strict=True):
+                full = hydras_own(loader, master, overrides)
+                assert OmegaConf.to_container(cfg) == OmegaConf.to_container(task_config(full))
+                derived = loader.load_sweep_config(master, overrides)  # as the launcher gets it
+                assert OmegaConf.to_container(derived) == OmegaConf.to_container(full), overrides
+                assert derived.hydra.job.override_dirname == full.hydra.job.override_dirname
+            assert composer.compositions == compositions  # the launcher's calls composed nothing
+        finally:
+            del loader.load_sweep_config  # the composer lives as long as the sweep
 
 
 def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:

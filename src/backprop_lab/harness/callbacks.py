@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from backprop_lab.contract import N_JOBS_TAG, ROLE_TAG, SWEPT_KEYS_TAG
 from backprop_lab.harness.job_context import (
@@ -92,46 +92,22 @@ def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
 def job_configs(config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
     """Every job's task config, as Hydra will compose it, composing as little as possible.
 
-    A job's overrides of plain values (``activation=relu``, ``optimizer.lr=0.1``) are applied
-    to a config composed once for its other overrides (config groups such as ``model=deep``,
-    additions, deletions), exactly as Hydra applies them after composition; so a sweep over
-    values composes once, and a sweep over groups once per distinct choice. Exits non-zero
-    naming the job and the bad value if an override does not fit the schema.
+    The compositions are shared with Hydra's sweeper and launcher for the rest of the sweep
+    (harness/sweep_configs.py): a sweep over plain values composes once, a sweep over config
+    groups once per distinct choice. Exits non-zero naming the job and the bad value if an
+    override does not fit the schema.
     """
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
 
-    loader = GlobalHydra.instance().hydra.config_loader
-    parser = OverridesParser.create(config_loader=loader)
-    groups = set(config.hydra.runtime.choices)
-    composed: dict[tuple[str, ...], DictConfig] = {}
+    from backprop_lab.harness.sweep_configs import SweepComposer
+
+    composer = SweepComposer.install(GlobalHydra.instance().hydra.config_loader)
     configs = []
     for num, overrides in enumerate(jobs):
-        label = f"job {num} ({' '.join(overrides)}): "
-        direct, rest = [], []
-        for text, parsed in zip(overrides, parser.parse_overrides(overrides), strict=True):
-            plain = (parsed.type == OverrideType.CHANGE and parsed.package is None
-                     and parsed.key_or_group not in groups
-                     and not parsed.key_or_group.startswith("hydra."))
-            (direct if plain else rest).append((text, parsed))
-        base_key = tuple(text for text, _ in rest)
-        if base_key not in composed:
-            try:
-                base = loader.load_sweep_config(master_config=config,
-                                                sweep_overrides=list(base_key))
-            except Exception as exc:  # Hydra's composition errors
-                _fail(label + _describe(exc))
-            composed[base_key] = task_config(base)
-        cfg = copy.deepcopy(composed[base_key])
-        for text, parsed in direct:
-            try:
-                with read_write(cfg):
-                    OmegaConf.update(cfg, parsed.key_or_group, parsed.value(), merge=True)
-            except Exception as exc:  # OmegaConf's type and key errors
-                _fail(f"{label}Could not override '{parsed.key_or_group}'.\n"
-                      f"Error merging override {text}\n{exc}")
-        configs.append(cfg)
+        try:
+            configs.append(task_config(composer.load_sweep_config(config, overrides)))
+        except Exception as exc:  # Hydra's composition errors, OmegaConf's type and key errors
+            _fail(f"job {num} ({' '.join(overrides)}): {_describe(exc)}")
     return configs
 
 
