@@ -109,6 +109,8 @@ class MLP:
         self.weight_offsets = np.cumsum([0] + [i * o for i, o in fans])
         self.unit_offsets = np.cumsum([0] + sizes[1:])
         self.n_units = int(self.unit_offsets[-1])
+        self._rows = [slice(int(a), int(b))
+                      for a, b in zip(self.unit_offsets[:-1], self.unit_offsets[1:])]
         self.weights: list[Array] = []
         self.biases: list[Array] = []
         self.grad_weights: list[Array] = []
@@ -130,7 +132,7 @@ class MLP:
     # -- structure -----------------------------------------------------------------------------
     def layer_rows(self, l: int) -> slice:
         """Rows of layer l (0-based) in a workspace's stacked (U, m) buffers."""
-        return slice(int(self.unit_offsets[l]), int(self.unit_offsets[l + 1]))
+        return self._rows[l]
 
     def workspace(self, m: int) -> Workspace:
         """A cached workspace for batches of m samples."""

@@ -29,7 +29,7 @@ class ProgressBar:
     def on_train_start(self, net, dataset, history) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the terminal's bar (tqdm.auto would import asyncio)
 
         # epochs + 1 rows: row 0 is the network at initialization.
         self.bar = tqdm(total=self.epochs + 1, desc=self.desc, unit="epoch", leave=False,
