@@ -216,7 +216,7 @@ def report(sweep) -> PaperReport:
                "the runs' params for width, data and optimizer)."),
         claims=claims(runs, histories),
         tables={
-            "Training loss by depth and init (mean over seeds)": markdown_table(table)
+            "Training loss by depth and init, over seeds": markdown_table(table)
             if not table.empty else "no data",
             "Per-layer factor of std(δ) at initialization: measured vs mean field":
                 markdown_table(factors) if not factors.empty else "no data",
