@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from backprop_lab.engine.theory import MeanField, mean_field
+from backprop_lab.engine.theory import MeanField, depth_scale, mean_field, sigma_w2
 
 from .summary import geometric_mean, sort_by_label
 
@@ -116,3 +116,34 @@ def profile_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
         if column in out.columns:
             out[column] = out[column].astype(object)
     return out
+
+
+def depth_scale_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (activation, init, width) of the runs: sigma_w^2 = width Var(W), the fixed point q*
+    of the variance map reached from the data's input variance, chi_1 at it and the depth scale
+    xi = -1/ln(chi_1) (the gradient's variance changes by e every |xi| layers; inf: critical)."""
+    rows = []
+    keys = runs[["activation", "init", "width", "input_var"]].drop_duplicates(
+        ["activation", "init", "width"])
+    for r in keys.itertuples():
+        q0 = float(r.input_var) if np.isfinite(r.input_var) else 1.0
+        width = int(r.width)
+        scale = depth_scale(r.activation, r.init, width=width, q0=q0)
+        rows.append({"activation": r.activation, "init": r.init, "width": width,
+                     "sigma_w^2": sigma_w2(r.init, width, width, r.activation),
+                     "q*": scale.q_star, "chi_1": scale.chi_1, "xi": scale.xi})
+    return pd.DataFrame(rows)
+
+
+def variance_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
+                   by: tuple[str, ...] = ("dataset", "label")) -> pd.DataFrame:
+    """preact_var/layer_l at initialization (geometric mean over runs) against q^l of the
+    variance map, one row per configuration and layer. Columns: ``by``..., layer, measured,
+    q (mean field), ratio."""
+    prof = profile_table(histories, runs, "preact_var")
+    if prof.empty:
+        return pd.DataFrame(columns=[*by, "layer", "measured", "q", "ratio"])
+    table = prof.groupby([*by, "layer"], as_index=False).agg(
+        measured=("measured", geometric_mean), q=("mean_field", geometric_mean))
+    table["ratio"] = table["measured"] / table["q"]
+    return table

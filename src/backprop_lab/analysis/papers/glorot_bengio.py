@@ -380,6 +380,19 @@ def report(sweep, histograms: pd.DataFrame) -> PaperReport:
     if not factors.empty:
         tables["Per-layer factor of std(δ) at initialization: measured vs mean field and the "
                "linear regime"] = markdown_table(factors, floatfmt=".4g")
+    variances = mean_field.variance_table(histories, runs)
+    if not variances.empty:
+        first = _datasets(variances)[0]
+        wide = variances[variances["dataset"] == first].pivot(
+            index="label", columns="layer", values="ratio").reset_index()
+        wide.columns = ["configuration", *(f"layer {c}" for c in wide.columns[1:])]
+        tables[f"Pre-activation variance at initialization ({first}): preact_var/layer_l / "
+               f"q^l of the variance map (geometric mean over seeds)"] = markdown_table(
+            wide, floatfmt=".3f")
+    scales = mean_field.depth_scale_table(runs)
+    if not scales.empty:
+        tables["Mean-field fixed point q*, chi_1 and depth scale xi = -1/ln(chi_1) of each "
+               "configuration (equal widths)"] = markdown_table(scales, floatfmt=".3g")
     figures = {
         "fig2_sigmoid_activations": lambda: plot_sigmoid_activations(histories),
         "fig3_percentiles": lambda: plot_percentiles(histograms, histories),
