@@ -17,6 +17,7 @@ from backprop_lab.analysis import histograms as hist
 from backprop_lab.analysis import load_sweep, mean_field, report
 from backprop_lab.analysis.papers import PAPERS, build_report
 from backprop_lab.engine.datasets import load_dataset
+from backprop_lab.engine.theory import depth_scale
 from backprop_lab.engine.theory import mean_field as theory
 from tests.test_analysis_store import REPO, subprocess_env
 
@@ -150,6 +151,13 @@ def test_glorot_bengio_table_and_theory_come_from_the_runs(paper_store):
     got = factors[(factors["dataset"] == one["dataset"]) & (factors["label"] == one["label"])]
     assert got["mean_field"].iloc[0] == pytest.approx(
         float(np.exp(np.log(expected.std_factors[:4]).mean())))
+    scales = mean_field.depth_scale_table(sweep.runs).set_index(["activation", "init"])
+    want = depth_scale("tanh", "standard", width=8, q0=float(
+        sweep.runs.loc[sweep.runs["activation"] == "tanh", "input_var"].iloc[0]))
+    assert scales.loc[("tanh", "standard"), "chi_1"] == pytest.approx(want.chi_1)
+    assert scales.loc[("tanh", "standard"), "chi_1"] == pytest.approx(1 / 3)
+    variances = mean_field.variance_table(sweep.histories, sweep.runs)
+    assert set(variances["layer"]) == set(range(1, 7)) and (variances["q"] > 0).all()
 
 
 def test_report_module_has_the_issues_spelling_and_rejects_unknown_papers(tmp_path):
