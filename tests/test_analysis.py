@@ -35,7 +35,7 @@ from backprop_lab.analysis.loading import (  # noqa: E402
     load_sweep,
 )
 from backprop_lab.engine.history import LAYER_METRICS  # noqa: E402
-from backprop_lab.engine.theory import backprop_std_factor  # noqa: E402
+from backprop_lab.engine.theory import backprop_std_factor, mean_field  # noqa: E402
 from tests.test_analysis_store import (  # noqa: E402
     ACTIVATIONS,
     DEPTHS,
@@ -218,12 +218,20 @@ def test_vanishing_profile_plots_the_measured_layers_and_the_theory(sweep):
         lines = [line for line in _drawn(init_delta) if _same_color(line, color)]
         measured = [line for line in lines if line.get_linestyle() == "-"]
         theory = [line for line in lines if line.get_linestyle() == "--"]
-        assert len(measured) == 1 and len(theory) == 1, label
+        linear = [line for line in lines if line.get_linestyle() == ":"]
+        assert len(measured) == 1 and len(theory) == 1 and len(linear) == 1, label
         np.testing.assert_allclose(measured[0].get_ydata(), expected.to_numpy(), rtol=1e-9)
-        activation, init = rows["activation"].iloc[0], rows["init"].iloc[0]
-        factor = backprop_std_factor(activation, init, WIDTH, WIDTH)
+        first = rows.iloc[0]
+        sizes = [int(w) for w in first["sizes"].split("-")]
+        q0 = first["input_var"] if np.isfinite(first["input_var"]) else 1.0
+        mf = mean_field(first["activation"], first["init"], sizes, input_var=q0)
         predicted = np.asarray(theory[0].get_ydata())
         assert predicted[-1] == pytest.approx(expected[DEEPEST])  # anchored at layer L-1
+        np.testing.assert_allclose(predicted[:-1] / predicted[1:], mf.std_factors[:DEEPEST - 1],
+                                   rtol=1e-9)
+        factor = backprop_std_factor(first["activation"], first["init"], WIDTH, WIDTH)
+        predicted = np.asarray(linear[0].get_ydata())
+        assert predicted[-1] == pytest.approx(expected[DEEPEST])
         np.testing.assert_allclose(predicted[:-1] / predicted[1:], factor, rtol=1e-9)
 
 
@@ -374,8 +382,14 @@ def test_layer_factors_put_the_measurement_beside_the_theory(sweep):
     assert set(factors["label"]) == set(sweep.runs["label"])
     assert (factors["runs"] == len(SEEDS)).all()
     for row in factors.itertuples():
-        assert row.theory == pytest.approx(backprop_std_factor(row.activation, row.init,
+        assert row.linear == pytest.approx(backprop_std_factor(row.activation, row.init,
                                                                WIDTH, WIDTH))
+        run = sweep.runs[sweep.runs["label"] == row.label].iloc[0]
+        q0 = run["input_var"] if np.isfinite(run["input_var"]) else 1.0
+        mf = mean_field(row.activation, row.init, [int(w) for w in row.sizes.split("-")],
+                        input_var=q0)
+        steps = len(row.sizes.split("-")) - 3
+        assert row.theory == pytest.approx(np.exp(np.mean(np.log(mf.std_factors[:steps]))))
         assert row.measured > 0
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import TRAIN, cli_env
 
 LAYER_METRICS = ("grad_weight_ratio", "grad_norm", "weight_norm", "update_ratio", "delta_std",
-                 "act_mean", "act_std", "saturation", "dead_fraction")
+                 "act_mean", "act_std", "saturation", "dead_fraction", "preact_var")
 
 
 def expected_metrics(n_layers: int, val: bool = True) -> set[str]:

@@ -38,7 +38,7 @@ def test_history_has_one_row_per_epoch_plus_initialization() -> None:
     frame = result.history.to_frame()
     assert len(frame) == 6 and list(frame.index) == list(range(6))
     assert {"train/loss", "val/accuracy", "delta_std/layer_1", "dead_fraction/layer_2"} <= set(frame)
-    assert len(frame.columns) == 4 + 9 * 2
+    assert len(frame.columns) == 4 + 10 * 2
     assert frame["update_ratio/layer_1"].isna().tolist() == [False] * 5 + [True]
     assert not frame.drop(columns=["update_ratio/layer_1", "update_ratio/layer_2"]).isna().any().any()
     epochs = sorted({h.epoch for h in result.histograms})
@@ -54,7 +54,7 @@ def manual_diagnostics(net: MLP, X: np.ndarray, Y: np.ndarray) -> dict[str, list
     dW, _, deltas = net.gradients(X, Y)
     out: dict[str, list[float]] = {k: [] for k in (
         "weight_norm", "grad_norm", "grad_weight_ratio", "delta_std", "act_mean", "act_std",
-        "saturation", "dead_fraction")}
+        "saturation", "dead_fraction", "preact_var")}
     a = X
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         z = W @ a + b
@@ -70,6 +70,7 @@ def manual_diagnostics(net: MLP, X: np.ndarray, Y: np.ndarray) -> dict[str, list
         out["grad_norm"].append(np.linalg.norm(dW[l]))
         out["grad_weight_ratio"].append(np.linalg.norm(dW[l]) / np.linalg.norm(W))
         out["delta_std"].append(deltas[l].std())
+        out["preact_var"].append(z.var())
         out["act_mean"].append(a.mean())
         out["act_std"].append(a.std())
         out["saturation"].append(np.mean(fprime < threshold))
@@ -93,7 +94,7 @@ def test_every_diagnostic_matches_a_direct_computation(
     probe = 40
     result = train(make(), data, opt(), epochs=epochs, batch_size=batch_size,
                    rng=np.random.default_rng(9), histogram_every=50, probe_size=probe)
-    assert len(result.histograms) == 4 * 3 * 3  # epochs 0, 50, 100, 150 x 3 layers x 3 kinds
+    assert len(result.histograms) == 4 * 3 * 4  # epochs 0, 50, 100, 150 x 3 layers x 4 kinds
     layers = result.history.layers
 
     net, o, shuffle = make(), opt(), np.random.default_rng(9)
@@ -254,3 +255,20 @@ def test_interrupted_training_keeps_the_rows_measured() -> None:
         train(net, spiral(), make_optimizer("gd", lr=0.1), epochs=10, diagnostics=False,
               callbacks=[Keep(), Interrupt()])
     assert captured[0].n_rows == 4  # rows 0-3 complete: the interrupt came in epoch 3's callback
+
+
+def test_delta_histograms_bin_the_back_propagated_errors_of_each_layer() -> None:
+    """Histograms of kind ``deltas`` (Glorot & Bengio's Fig. 7) hold every entry of each layer's
+    error delta (n_l, m) of the probe pass, binned over its own range, on histogram epochs only."""
+    data = spiral(seed=2)
+    net = MLP([2, 12, 6, 1], "tanh", rng=np.random.default_rng(3))
+    _, _, deltas = net.gradients(data.X_train, data.Y_train)  # at initialization
+    result = train(net, data, make_optimizer("gd", lr=0.1), epochs=3, histogram_every=2)
+    found = {(h.epoch, h.layer): h for h in result.histograms if h.kind == "deltas"}
+    assert sorted(found) == [(e, l) for e in (0, 2, 3) for l in (1, 2, 3)]
+    for l, delta in enumerate(deltas, start=1):
+        h = found[(0, l)]
+        counts, edges = np.histogram(delta, bins=64)
+        np.testing.assert_array_equal(h.counts, counts)
+        np.testing.assert_allclose(h.edges, edges, rtol=1e-12)
+        assert h.counts.sum() == delta.size

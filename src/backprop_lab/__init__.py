@@ -7,7 +7,7 @@
     contract    the names all of them share (tags, files, the default store)
 
 The engine's main entry points are importable from here: ``MLP``, ``train``, ``load_dataset``,
-``make_optimizer``.
+``make_optimizer``, ``mean_field``.
 """
 
 from importlib import import_module
@@ -25,6 +25,8 @@ _EXPORTS = {
     "make_optimizer": "backprop_lab.engine.optimizers",
     "TrainResult": "backprop_lab.engine.training",
     "train": "backprop_lab.engine.training",
+    "mean_field": "backprop_lab.engine.theory",
+    "depth_scale": "backprop_lab.engine.theory",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -105,7 +105,8 @@ def plot_vanishing_profile(histories: pd.DataFrame, depth: int | None = None,
     """``metrics`` against layer index at initialization and after training, one line per
     configuration (geometric mean over seeds, band = min-max), log scale. At initialization the
     dashed line is the linear-regime theory: the measured value of the top hidden layer
-    multiplied by the per-layer factor once per layer further down."""
+    multiplied by the per-layer factor of mean-field theory once per layer further down; the
+    dotted line the same with the linear-regime factor."""
     data, depth = _one_depth(histories[histories["metric"].isin(metrics)], depth)
     data = _positive(data.dropna(subset=["layer"]))
     from .summary import at_epochs
@@ -129,16 +130,20 @@ def plot_vanishing_profile(histories: pd.DataFrame, depth: int | None = None,
                 for label, run in sub.groupby("label", observed=True):
                     first = run.iloc[0]
                     # factors[l-1]: predicted value(l) / value(l+1), l = 1..L-2
-                    steps = theory_factors(first["activation"], first["init"], first["sizes"])
-                    factors[label] = steps
+                    q0 = first["input_var"] if "input_var" in run.columns else None
                     top_layer = n_layers - 1
                     anchor = geometric_mean(run.loc[run["layer"] == top_layer, "value"])
-                    if not (np.all(np.isfinite(steps)) and np.isfinite(anchor)):
-                        continue
-                    # from the top hidden layer down: anchor, anchor*f_{L-2}, ...
-                    predicted = anchor * np.cumprod(np.r_[1.0, steps[::-1]])[::-1]
-                    ax.plot(np.arange(1, top_layer + 1), predicted, ls="--", lw=1.3,
-                            color=colors[label], alpha=0.9)
+                    for kind, style in (("mean_field", "--"), ("linear", ":")):
+                        steps = theory_factors(first["activation"], first["init"],
+                                               first["sizes"], q0, kind=kind)
+                        if kind == "mean_field":
+                            factors[label] = steps
+                        if not (np.all(np.isfinite(steps)) and np.isfinite(anchor)):
+                            continue
+                        # from the top hidden layer down: anchor, anchor*f_{L-2}, ...
+                        predicted = anchor * np.cumprod(np.r_[1.0, steps[::-1]])[::-1]
+                        ax.plot(np.arange(1, top_layer + 1), predicted, ls=style, lw=1.3,
+                                color=colors[label], alpha=0.9)
             epoch = int(sub["epoch"].max()) if when == "final" and not sub.empty else 0
             ax.set_title("at initialization (epoch 0)" if when == "init"
                          else f"after training (epoch {epoch})")
@@ -148,14 +153,15 @@ def plot_vanishing_profile(histories: pd.DataFrame, depth: int | None = None,
             ax.set_xticks(range(1, n_layers + 1, max(1, n_layers // 10)))
     handles = [Line2D([], [], color=c, marker="o", label=label) for label, c in colors.items()]
     handles += [Line2D([], [], color=colors[label], ls="--",
-                       label=f"theory {label}: ×{_factor_text(steps)} per layer")
+                       label=f"mean field {label}: ×{_factor_text(steps)} per layer")
                 for label in colors
                 if (steps := factors.get(label)) is not None and steps.size
                 and np.isfinite(steps).all()]
     fig.supxlabel(f"layer l (1 = first layer, next to the input; {n_layers} = output layer)",
                   fontsize="medium")
     fig.legend(handles=handles, loc="outside right center", title="measured (solid)\n"
-               "theory, init only (dashed)", fontsize="small", title_fontsize="small")
+               "mean-field theory, init only (dashed)\nlinear regime (dotted)", fontsize="small",
+               title_fontsize="small")
     fig.suptitle(f"Vanishing profile: the gradient signal from the output layer down to layer 1"
                  f"\n(depth {depth}: {n_layers} weight layers; geometric mean over seeds, "
                  f"band = min-max)")

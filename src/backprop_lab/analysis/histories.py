@@ -44,6 +44,7 @@ ID_COLUMNS = (
     "dataset",
     "optimizer",
     "lr",
+    "input_var",
 )
 
 @contextlib.contextmanager

@@ -60,6 +60,7 @@ _PARAM_COLUMNS = (
     ("batch_size", ("optimizer.batch_size",), int),
     ("epochs", ("epochs",), int),
     ("net", ("net.repr",), str),
+    ("input_var", ("data.input_var",), float),  # q^0 of mean-field theory
 )
 FINAL_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
 

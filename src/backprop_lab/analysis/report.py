@@ -1,10 +1,15 @@
-"""Render the vanishing-gradient figures and a markdown summary of a sweep, without Jupyter.
+"""Render a sweep's figures and a markdown summary, without Jupyter: the vanishing-gradient
+study's, or a paper's (``--paper``: its figures and a summary.md stating each claim, our
+measurement and whether it holds).
 
     python -m backprop_lab.analysis.report --out reports/latest     # latest sweep, default store
+    python -m backprop_lab.report --paper glorot_bengio             # the same module, shorter
+    python -m backprop_lab.report --paper he_init_depth --out reports/he
     python -m backprop_lab.analysis.report --uri sqlite:///mlflow.db --sweep RUN_ID --out reports/x
     python -m backprop_lab.analysis.report --experiment backprop-lab --all-runs --out reports/all
 
-Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures`, then
+Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures` (or
+of the paper, :mod:`backprop_lab.analysis.papers`), then
 logs the folder as artifacts of the sweep's parent run under ``report/`` (skipped with
 ``--no-log``, or when the selection is a whole experiment and there is no parent run).
 """
@@ -19,12 +24,27 @@ from backprop_lab.contract import telemetry_off  # noqa: E402
 
 telemetry_off()  # before anything imports mlflow
 
+from backprop_lab.analysis.papers import PAPERS  # noqa: E402
+
 REPORT_ARTIFACT_PATH = "report"
+
+
+def latest_sweep_named(uri: str | None, experiment: str | None, name: str) -> str:
+    """Run id of the newest sweep whose run name contains ``name`` (a sweep's parent run is
+    named after its experiment); a ValueError when there is none."""
+    from backprop_lab.analysis.loading import list_sweeps
+
+    sweeps = list_sweeps(uri, experiment)
+    found = sweeps[sweeps["name"].astype(str).str.contains(name, regex=False)]
+    if found.empty:
+        raise ValueError(f"no sweep named like {name!r} in the store; run "
+                         f"`python train.py -m experiment={name}` first or pass --sweep RUN_ID")
+    return str(found["run_id"].iloc[0])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m backprop_lab.analysis.report",
+        prog="python -m backprop_lab.report",
         description="Figures (PNG) and a markdown summary of a sweep's vanishing-gradient "
         "behaviour, logged back to the sweep's parent run under report/.",
     )
@@ -38,7 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="parent run id of the sweep (default: the latest sweep)")
     group.add_argument("--all-runs", action="store_true",
                        help="use every job run of the experiment instead of one sweep")
-    parser.add_argument("--out", required=True, type=Path, help="folder to write into")
+    parser.add_argument("--paper", choices=PAPERS, default=None,
+                        help="a paper's figures and claims instead of the vanishing-gradient "
+                        "study's; the default sweep is then the latest sweep of that "
+                        "experiment (its name in the sweep's run name)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder to write into (default: reports/<paper> with --paper)")
     parser.add_argument("--dpi", type=int, default=120)
     parser.add_argument("--no-log", action="store_true",
                         help="do not attach the report to the sweep's parent run")
@@ -69,6 +94,11 @@ def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.out is None:
+        if args.paper is None:
+            print("error: --out is required (or --paper, which defaults it)", file=sys.stderr)
+            return 2
+        args.out = Path("reports") / args.paper
     import matplotlib
 
     matplotlib.use("Agg")  # files only, before pyplot is imported
@@ -77,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     from backprop_lab.analysis.loading import load_sweep
 
     try:
-        sweep = load_sweep(args.uri, args.experiment, None if args.all_runs else args.sweep)
+        which = None if args.all_runs else args.sweep
+        if args.paper is not None and which == "latest":
+            which = latest_sweep_named(args.uri, args.experiment, args.paper)
+        sweep = load_sweep(args.uri, args.experiment, which)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -85,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no runs found in {sweep.uri}", file=sys.stderr)
         return 2
     print(f"{sweep}: loaded in {sum(sweep.load_seconds.values()):.1f} s")
-    files = write_report(sweep, args.out, dpi=args.dpi)
+    if args.paper is not None:
+        from backprop_lab.analysis.papers import write_paper_report
+
+        files = write_paper_report(args.paper, sweep, args.out, dpi=args.dpi)
+    else:
+        files = write_report(sweep, args.out, dpi=args.dpi)
     for path in files:
         print(f"wrote {path}")
     if args.no_log:

@@ -38,25 +38,30 @@ def label_order(frame: pd.DataFrame) -> list[str]:
     return pairs.sort_values(["_rank", "activation", "_init"])["label"].tolist()
 
 
-def theory_factors(activation: str, init: str, sizes: str) -> np.ndarray:
-    """Linear-regime prediction (``engine.theory``) of delta_std(l) / delta_std(l+1) for
-    the hidden layers l = 1..L-2 of a network with layer widths ``sizes`` (``"2-16-8-1"``):
-    element l-1 is the factor of the step from layer l+1 down to layer l.
+def theory_factors(activation: str, init: str, sizes: str, input_var: float | None = None,
+                   kind: str = "mean_field") -> np.ndarray:
+    """Predicted delta_std(l) / delta_std(l+1) at initialization (``engine.theory``) for the
+    hidden layers l = 1..L-2 of a network with layer widths ``sizes`` (``"2-16-8-1"``):
+    element l-1 is the factor of the step from layer l+1 down to layer l. ``kind``:
+    ``mean_field`` (the variance map from the data's input variance ``input_var``, 1 when
+    unknown) or ``linear`` (the linear regime, E[f'(0)^2]).
 
-    All NaN, with a warning, when the theory module is unavailable or does not know the pair,
-    so that figures can still be drawn without the theoretical line.
+    All NaN, with a warning, when theory does not know the pair or the sizes are unknown, so
+    that figures can still be drawn without the theoretical line.
     """
     widths = str(sizes).split("-")
     steps = max(len(widths) - 3, 0)
-    from backprop_lab.engine.theory import backprop_std_factor
+    from backprop_lab.engine.theory import mean_field
 
+    q0 = 1.0 if input_var is None or not np.isfinite(input_var) else float(input_var)
     try:
-        return np.array([backprop_std_factor(activation, init, int(widths[l]), int(widths[l + 1]))
-                         for l in range(1, steps + 1)], dtype=float)
+        theory = mean_field(activation, init, [int(w) for w in widths], input_var=q0)
     except (ValueError, KeyError) as error:
         warnings.warn(f"no theoretical factor for {activation}/{init}/{sizes}: {error}",
                       stacklevel=2)
         return np.full(steps, np.nan)
+    factors = theory.std_factors if kind == "mean_field" else theory.linear_factors
+    return np.asarray(factors[:steps], dtype=float)
 
 
 def sort_by_label(frame: pd.DataFrame, *then: str) -> pd.DataFrame:
@@ -96,14 +101,15 @@ def gradient_ratios(histories: pd.DataFrame, metric: str = "grad_norm") -> pd.Da
 
 
 def layer_factors(histories: pd.DataFrame, metric: str = "delta_std") -> pd.DataFrame:
-    """Measured per-layer factor of ``metric`` at initialization next to the theory.
+    """Measured per-layer factor of ``metric`` at initialization next to the theory (mean
+    field: ``theory``; the linear regime: ``linear``).
 
     For each run, the geometric mean of metric(l) / metric(l+1) over the hidden-to-hidden steps
     l = 1..L-2 (the output layer's error is not multiplied by f', so the step into it is left
     out), and the same mean of the predicted factors; then geometric means over the runs of a
     configuration (label, depth and layer sizes). Columns: label, activation, init, depth,
     sizes, runs,
-    measured, theory.
+    measured, theory, linear.
     """
     init = histories[(histories["metric"] == metric) & (histories["epoch"] == 0)]
     rows = []
@@ -115,11 +121,16 @@ def layer_factors(histories: pd.DataFrame, metric: str = "delta_std") -> pd.Data
         if not steps:
             continue
         first = run.iloc[0]
-        theory = theory_factors(first["activation"], first["init"], first["sizes"])
+        q0 = first["input_var"] if "input_var" in run.columns else None
+        theory = theory_factors(first["activation"], first["init"], first["sizes"], q0)
+        linear = theory_factors(first["activation"], first["init"], first["sizes"], q0,
+                                kind="linear")
         rows.append({"run_id": run_id, "label": first["label"], "activation": first["activation"],
                      "init": first["init"], "depth": first["depth"], "sizes": first["sizes"],
-                     "factor": geometric_mean(steps), "theory": geometric_mean(theory)})
-    columns = ["label", "activation", "init", "depth", "sizes", "runs", "measured", "theory"]
+                     "factor": geometric_mean(steps), "theory": geometric_mean(theory),
+                     "linear": geometric_mean(linear)})
+    columns = ["label", "activation", "init", "depth", "sizes", "runs", "measured", "theory",
+               "linear"]
     if not rows:
         return pd.DataFrame(columns=columns)
     per_run = pd.DataFrame(rows).astype({"label": object, "activation": object, "init": object,
@@ -127,7 +138,7 @@ def layer_factors(histories: pd.DataFrame, metric: str = "delta_std") -> pd.Data
     table = per_run.groupby(["label", "activation", "init", "depth", "sizes"],
                             as_index=False).agg(
         runs=("factor", "size"), measured=("factor", geometric_mean),
-        theory=("theory", geometric_mean),
+        theory=("theory", geometric_mean), linear=("linear", geometric_mean),
     )
     return sort_by_label(table, "depth")[columns]
 
@@ -212,8 +223,10 @@ def conclusions(runs: pd.DataFrame, histories: pd.DataFrame) -> list[str]:
         factor = factors[(factors["label"] == label) & (factors["depth"] == deepest)]
         if len(factor) == 1:
             measured, theory = factor["measured"].iloc[0], factor["theory"].iloc[0]
+            linear = factor["linear"].iloc[0]
             text += f" Measured per-layer factor of std(δ) at init: {measured:.3g}"
-            text += f" (theory {theory:.3g})." if np.isfinite(theory) else "."
+            text += (f" (mean field {theory:.3g}, linear regime {linear:.3g})."
+                     if np.isfinite(theory) else ".")
         lines.append(text)
     if ratios["depth"].nunique() > 1:
         by_depth = ratios_by_depth(ratios)
@@ -296,8 +309,9 @@ def summary_markdown(sweep, figures: dict[str, str] | None = None) -> str:
     factors = layer_factors(histories)
     if not factors.empty:
         out += ["", "## Per-layer factor of std(δ) at initialization", "",
-                "Geometric mean of std(δ^l) / std(δ^(l+1)) over hidden layers; theory: "
-                "sqrt(n · Var(W) · E[f'(z)^2]) in the linear regime.", "",
+                "Geometric mean of std(δ^l) / std(δ^(l+1)) over hidden layers; theory: mean "
+                "field, sqrt(n · Var(W) · E[f'(sqrt(q^l) z)^2]) with q^l the variance map "
+                "from the input; linear: the same with E[f'(0)^2] (the linear regime).", "",
                 markdown_table(factors)]
     ratios = gradient_ratios(histories)
     if not ratios.empty:

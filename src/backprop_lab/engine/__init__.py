@@ -9,9 +9,10 @@ measure.
     initializers  he, lecun, xavier_uniform, standard, auto
     network       MLP: forward, backpropagation, workspaces
     optimizers    gd, sgd, momentum (Nesterov), adam; L2 weight decay
-    datasets      the data sets, splits and standardization
+    datasets      the data sets (MNIST-1D by its package's generator), splits, standardization
     diagnostics   the per-layer diagnostics, measured at the start of each epoch
     history       the per-epoch record and the metric names
     training      the training loop, divergence detection, callbacks
-    theory        the per-layer factors theory predicts
+    theory        what theory predicts at initialization: mean field (variance map, gradient
+                  factors, fixed point, depth scale) and the linear regime
 """

@@ -112,9 +112,11 @@ class Activation:
     Every derivative here is a function of the output a alone, so the network can apply the
     activation in place and still backpropagate; ``out`` lets callers reuse buffers.
 
-    ``linear_gain`` is E[f'(z)^2] for z near 0 (theory.py's per-layer factor), ``default_init``
-    the initializer ``init=auto`` picks for it, ``display_rank`` its place in figures' legends
-    (saturating activations first).
+    ``linear_gain`` is E[f'(z)^2] for z near 0 (theory.py's linear-regime factor),
+    ``default_init`` the initializer ``init=auto`` picks for it, ``display_rank`` its place in
+    figures' legends (saturating activations first). Mean-field theory (theory.py) needs f and
+    f' as functions of the pre-activation z: ``fn`` and :meth:`derivative` give them, so a new
+    entry gets the mean-field predictions with nothing else to write.
     """
 
     name: str
@@ -128,6 +130,10 @@ class Activation:
 
     def __call__(self, z: Array, out: Array | None = None) -> Array:
         return self.fn(z, out=out)
+
+    def derivative(self, z: Array) -> Array:
+        """f'(z) for pre-activations z of any shape (a new array): ``grad(fn(z))``."""
+        return self.grad(self.fn(np.asarray(z, dtype=float)))
 
     def __repr__(self) -> str:
         return f"Activation({self.name}: {self.formula})"

@@ -1,4 +1,5 @@
-"""Data sets that are generated or shipped with scikit-learn, never downloaded.
+"""Data sets that are generated (here or by the ``mnist1d`` package) or shipped with
+scikit-learn, never downloaded.
 
 Every loader returns a :class:`Dataset` in the package's features x samples convention: X (d, n),
 targets Y (k, n) with k = 1 (0/1 labels) for two classes and k = C (one-hot) for C > 2 classes.
@@ -149,6 +150,32 @@ def _digits() -> object:
     return load_digits()
 
 
+def mnist1d(n: int | None, noise: float, rng: RandomSource) -> tuple[Array, Array]:
+    """MNIST-1D (Greydanus 2020): 10 classes of length-40 signals, made by the ``mnist1d``
+    package's own generator (``make_dataset`` with its default arguments, seed 42), never its
+    download. ``n`` caps samples per class by generating 10 n of them (None: the package's
+    5000, train and test parts together, in its order); the set does not depend on ``rng``
+    (only the split does) and ``noise`` is unused (the generator has its own). The generator
+    reseeds numpy's and Python's global random state: both are restored afterwards.
+    """
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    if n is not None:
+        args.num_samples = 10 * n
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        made = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)  # noqa: NPY002
+        random.setstate(py_state)
+    X = np.concatenate([made["x"], made["x_test"]]).T  # (40, n)
+    labels = np.concatenate([made["y"], made["y_test"]]).astype(np.intp)
+    return X, labels
+
+
 def _breast_cancer() -> object:
     from sklearn.datasets import load_breast_cancer
 
@@ -170,6 +197,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "xor": DatasetSpec(xor, 200, 0.4, "four clusters in an XOR pattern, 2-D"),
     "blobs": DatasetSpec(blobs, 200, 0.8, "three Gaussian blobs, 2-D, 3 classes"),
     "digits": DatasetSpec(_bundled(_digits), None, 0.0, "8x8 digits, 64-D, 10 classes (sklearn)"),
+    "mnist1d": DatasetSpec(mnist1d, None, 0.0,
+                           "MNIST-1D, 40-D signals, 10 classes (the mnist1d package's generator)"),
     "breast_cancer": DatasetSpec(
         _bundled(_breast_cancer), None, 0.0, "breast cancer, 30-D, 2 classes (sklearn)"
     ),

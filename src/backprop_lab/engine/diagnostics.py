@@ -10,15 +10,24 @@ delta (n_l, m) and activations a (n_l, m) on the probe batch of m samples:
 - ``act_mean``, ``act_std`` over all entries of a (the output layer: of the output p)
 - ``saturation`` = fraction of (unit, sample) pairs with f'(z) < 0.05 max f' (for relu: z <= 0)
 - ``dead_fraction`` = fraction of units saturated in that sense on every probe sample
+- ``preact_var`` = variance of all entries of the pre-activations z = W a + b (n_l, m) (the
+  output layer: of its logits); mean-field theory's q^l (theory.py)
 
-How: each epoch the probe pass is reduced to per-unit sums over its m samples, a (6, U) array
-(U = n_1 + ... + n_L): sum a, sum delta, sum a^2, sum delta^2, the number of saturated samples
-and whether that number is m. Errors and derivatives are reduced layer by layer inside backward
-(the workspace keeps them only until the next layer down), activations all layers at once
-afterwards, and sum delta is m times the bias gradient. Per-layer sums, a (9, L) array, follow
-by one ``np.add.reduceat`` over the units and one over the squared weights, gradients and weight
-steps; the row's statistics are formed from them with whole-row operations. A row is complete
+How: each epoch the probe pass is reduced to per-unit sums over its m samples, an (8, U) array
+(U = n_1 + ... + n_L): sum a, sum delta, sum a^2, sum delta^2, the number of saturated samples,
+whether that number is m, sum z and sum z^2. Pre-activations are reduced inside forward (by
+``on_preact``, before the activation overwrites them), errors and derivatives layer by layer
+inside backward (the workspace keeps them only until the next layer down), activations all
+layers at once afterwards, and sum delta is m times the bias gradient. Per-layer sums, an
+(11, L) array, follow by one ``np.add.reduceat`` over the units and one over the squared
+weights, gradients and weight steps; the row's statistics are formed from them with whole-row
+operations. A row is complete
 once the epoch's update is applied (the update ratio needs it).
+
+Histograms (64 bins over each array's own range) of a layer's weights, weight gradients,
+activations and back-propagated errors delta (kind ``deltas``; Glorot & Bengio's Fig. 7) are
+taken on the epochs asked for: set ``collect_histograms`` before the probe pass's backward, so
+that ``on_layer`` bins each delta while it exists.
 """
 
 from __future__ import annotations
@@ -34,9 +43,9 @@ Array = np.ndarray
 SATURATION_THRESHOLD = 0.05
 HISTOGRAM_BINS = 64
 
-# Rows of the per-unit sums (6, U), reduced to rows 3..8 of the per-layer sums (9, L). Pairs
+# Rows of the per-unit sums (8, U), reduced to rows 3..10 of the per-layer sums (11, L). Pairs
 # of rows are adjacent so that both a and delta take one operation per step.
-A_SUM, D_SUM, A_SQ, D_SQ, N_SAT, DEAD = range(6)
+A_SUM, D_SUM, A_SQ, D_SQ, N_SAT, DEAD, Z_SUM, Z_SQ = range(8)
 W_SQ, G_SQ, U_SQ = range(3)
 
 
@@ -46,7 +55,7 @@ class Histogram:
 
     epoch: int
     layer: int  # 1..L
-    kind: str  # "weights" | "grads" | "activations"
+    kind: str  # "weights" | "grads" | "activations" | "deltas"
     counts: np.ndarray
     edges: np.ndarray
 
@@ -54,8 +63,9 @@ class Histogram:
 class DiagnosticsRecorder:
     """Reduces each epoch's probe pass and update to one row of per-layer statistics.
 
-    ``ws`` is the workspace of the probe pass (m samples); pass ``on_layer`` to ``MLP.backward``
-    for that pass, then call ``measure``, and ``record_update`` after the epoch's updates.
+    ``ws`` is the workspace of the probe pass (m samples); pass ``on_preact`` to
+    ``MLP.forward`` and ``on_layer`` to ``MLP.backward`` for that pass, then call ``measure``,
+    and ``record_update`` after the epoch's updates.
     """
 
     def __init__(self, net: MLP, ws: Workspace) -> None:
@@ -63,15 +73,16 @@ class DiagnosticsRecorder:
         self.ws = ws
         self.m = m = ws.m
         U, nw, L = net.n_units, net.n_weights, net.n_layers
-        self.per_unit = np.empty((6, U), dtype=net.dtype)
-        self.per_layer = np.empty((9, L))
+        self.per_unit = np.empty((8, U), dtype=net.dtype)
+        self.per_layer = np.empty((11, L))
         # The squared weights, then the squared gradients, then W_before until the update's
         # step W_after - W_before replaces it.
         self.flat = np.empty(nw, dtype=net.dtype)
         self.ones = np.ones(m, dtype=net.dtype)
         widths = np.diff(net.unit_offsets).astype(float)
         # Divisors of the per-layer sums of A_SUM..DEAD: entries per layer, units per layer.
-        self.divisors = np.vstack([np.tile(widths * m, (5, 1)), widths])
+        self.divisors = np.vstack([np.tile(widths * m, (5, 1)), widths,
+                                   np.tile(widths * m, (2, 1))])
         self.unit_starts = net.unit_offsets[:-1]
         self.weight_starts = net.weight_offsets[:-1]
         self.weight_segments = [
@@ -83,12 +94,24 @@ class DiagnosticsRecorder:
         self.output_threshold = SATURATION_THRESHOLD * net.head.max_derivative
         rows = [net.layer_rows(l) for l in range(L)]
         self._unit_rows = [(self.per_unit[D_SQ, r], self.per_unit[N_SAT, r]) for r in rows]
+        self._z_rows = [(self.per_unit[Z_SUM, r], self.per_unit[Z_SQ, r]) for r in rows]
+        self.collect_histograms = False
+        self._delta_histograms: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def on_preact(self, l: int, z: Array) -> None:
+        """Reduce layer l's pre-activations z (n_l, m) to per-unit sums while forward holds them."""
+        z_sum, z_sq = self._z_rows[l]
+        np.matmul(z, self.ones, out=z_sum)
+        np.vecdot(z, z, out=z_sq)
 
     def on_layer(self, l: int, delta: Array, fprime: Array | None) -> None:
         """Reduce layer l's errors delta (n_l, m) and derivatives f'(z) (n_l, m) while backward
         holds them; fprime is overwritten with 0/1 indicators (NaN is below nothing)."""
         d_sq, n_sat = self._unit_rows[l]
         np.vecdot(delta, delta, out=d_sq)
+        if self.collect_histograms:
+            finite = delta[np.isfinite(delta)]
+            self._delta_histograms.append((l, *np.histogram(finite, bins=HISTOGRAM_BINS)))
         if fprime is None:  # the output layer: dp/dz, in the derivative buffer (free until now)
             p = self.ws.A[self.net.layer_rows(l)]
             fprime = self.net.head.derivative(p, out=self.ws.fprime(l))
@@ -130,6 +153,8 @@ class DiagnosticsRecorder:
         np.sqrt(np.maximum(std, 0.0, out=std), out=std)
         out["act_std"][e] = std[0]
         out["delta_std"][e] = std[1]
+        z_var = np.subtract(means[Z_SQ], np.square(means[Z_SUM]), out=out["preact_var"][e])
+        np.maximum(z_var, 0.0, out=z_var)
 
     def record_update(self, epoch: int, history: History) -> None:
         """Fill row ``epoch``'s update ratio once the epoch's updates are applied."""
@@ -141,9 +166,13 @@ class DiagnosticsRecorder:
 
     def histograms(self, epoch: int) -> list[Histogram]:
         """Histograms of weights, gradients and activations per layer of the probe pass just
-        measured (call it before the optimizer steps)."""
+        measured (call it before the optimizer steps), and of its errors delta when
+        ``collect_histograms`` was set for its backward (then reset)."""
         net, ws = self.net, self.ws
-        out = []
+        out = [Histogram(epoch, l + 1, "deltas", counts, edges)
+               for l, counts, edges in sorted(self._delta_histograms, key=lambda h: h[0])]
+        self._delta_histograms = []
+        self.collect_histograms = False
         for l, (a, b) in enumerate(self.weight_segments):
             for kind, values in (
                 ("weights", net.params[a:b]),

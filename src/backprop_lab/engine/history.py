@@ -23,6 +23,7 @@ LAYER_METRICS = (
     "act_std",
     "saturation",
     "dead_fraction",
+    "preact_var",
 )
 
 

@@ -150,8 +150,13 @@ class MLP:
         return self.params.size
 
     # -- passes --------------------------------------------------------------------------------
-    def forward(self, X: Array, ws: Workspace | None = None) -> Array:
-        """Forward pass over X (d, m); returns the output p (k, m), a view into ``ws.A``."""
+    def forward(self, X: Array, ws: Workspace | None = None,
+                on_preact: Callable[[int, Array], None] | None = None) -> Array:
+        """Forward pass over X (d, m); returns the output p (k, m), a view into ``ws.A``.
+
+        ``on_preact(l, z)``, if given, sees each layer's pre-activations z (n_l, m) (0-based l;
+        the last: the output logits) before the activation overwrites them in place.
+        """
         if X.ndim != 2 or X.shape[0] != self.sizes[0]:
             raise ValueError(f"{self!r} takes inputs of shape ({self.sizes[0]}, m); got {X.shape}")
         ws = self.workspace(X.shape[1]) if ws is None else ws
@@ -163,10 +168,14 @@ class MLP:
             if l < last:
                 z = np.matmul(self.weights[l], a, out=ws.A[rows])
                 z += self.biases[l]
+                if on_preact is not None:
+                    on_preact(l, z)
                 a = self.activation.fn(z, out=z)  # in place: f' is computed from a
             else:
                 z = np.matmul(self.weights[l], a, out=ws.z_out)
                 z += self.biases[l]
+                if on_preact is not None:
+                    on_preact(l, z)
                 a = self.head.activate(z, out=ws.A[rows])
         return a
 

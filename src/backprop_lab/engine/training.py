@@ -152,8 +152,11 @@ def train(
     # A diverging run overflows on purpose: it is detected and reported, not warned about.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
+            # The pre-activations are reduced in the probe pass's forward.
+            train_hook = (recorder.on_preact if recorder is not None and not separate_probe
+                          else None)
             for e in range(epochs + 1):
-                net.forward(X, train_ws)
+                net.forward(X, train_ws, train_hook)
                 loss = net.loss(train_ws, Y)
                 loss_row[e] = loss
                 acc_row[e] = net.accuracy(train_ws, Y)
@@ -164,10 +167,12 @@ def train(
                 last = e == epochs or not math.isfinite(loss)
                 if recorder is not None:
                     if separate_probe:
-                        net.forward(Xp, ws)
+                        net.forward(Xp, ws, recorder.on_preact)
+                    want = bool(histogram_every) and (e % histogram_every == 0 or last)
+                    recorder.collect_histograms = want
                     net.backward(Yp, ws, recorder.on_layer)
                     recorder.measure(e, history)
-                    if histogram_every and (e % histogram_every == 0 or last):
+                    if want:
                         histograms.extend(recorder.histograms(e))
                 elif full_batch and not last:
                     net.backward(Y, ws)

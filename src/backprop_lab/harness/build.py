@@ -118,4 +118,6 @@ def derived_params(built: Built) -> dict[str, Any]:
         "data.n_classes": ds.n_classes,
         "data.n_train": ds.n_train,
         "data.n_val": ds.n_val,
+        # q^0 of mean-field theory (engine/theory.py): the mean squared standardized input.
+        "data.input_var": float(np.mean(np.square(ds.X_train))),
     }

@@ -4,7 +4,8 @@
     weights.npz      sizes and W1..WL, b1..bL of the trained network
     history.csv      every metric of every epoch: an ``epoch`` column, then one column per
                      MLflow metric name; 9 significant digits, NaN as an empty field
-    histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65))
+    histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65));
+                     kinds: weights, grads, activations, deltas (back-propagated errors)
     figures/         the run's figures (run_figures.py), when asked for
 """
 

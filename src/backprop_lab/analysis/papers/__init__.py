@@ -1,0 +1,52 @@
+"""The classic papers reproduced as reports: ``python -m backprop_lab.report --paper NAME``.
+
+Each paper module turns a loaded sweep into a :class:`.common.PaperReport` (claims checked
+against the data, tables, figure makers); :func:`write_paper_report` writes its figures and
+``summary.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import Claim, PaperReport, draw, paper_markdown
+
+PAPERS = ("glorot_bengio", "he_init_depth")
+
+
+def build_report(paper: str, sweep) -> PaperReport:
+    """The report of ``paper`` (one of :data:`PAPERS`) for a loaded sweep; histograms are read
+    from the runs' artifacts when the paper needs them."""
+    if paper == "glorot_bengio":
+        from ..histograms import load_histograms
+        from .glorot_bengio import report
+
+        return report(sweep, load_histograms(sweep.uri, sweep.runs))
+    if paper == "he_init_depth":
+        from .he_init_depth import report
+
+        return report(sweep)
+    raise ValueError(f"unknown paper {paper!r}; valid choices: {', '.join(PAPERS)}")
+
+
+def write_paper_report(paper: str, sweep, out: Path, dpi: int = 120) -> list[Path]:
+    """Every figure of the paper's report as ``<out>/<name>.png`` and ``<out>/summary.md``;
+    returns the files written."""
+    import matplotlib.pyplot as plt
+
+    report = build_report(paper, sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    written, links = [], {}
+    for name, fig in draw(report.figures).items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+        links[name.replace("_", " ")] = path.name
+    summary = out / "summary.md"
+    summary.write_text(paper_markdown(report, sweep, links), encoding="utf-8")
+    written.append(summary)
+    return written
+
+
+__all__ = ["PAPERS", "Claim", "PaperReport", "build_report", "write_paper_report"]

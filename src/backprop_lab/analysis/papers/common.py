@@ -1,0 +1,82 @@
+"""What a paper's report is made of: claims checked against the data, figures, tables, and the
+markdown that states each claim, our measurement and whether it holds."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..summary import markdown_table
+
+
+@dataclass
+class Claim:
+    """One statement of a paper, what we measured for it, and whether it holds (None: the data
+    cannot tell, e.g. the configuration was not run)."""
+
+    claim: str
+    measurement: str
+    holds: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "yes", False: "no", None: "n/a"}[self.holds]
+
+
+@dataclass
+class PaperReport:
+    """A paper's report: title, setup sentence, claims, tables (title -> markdown) and figure
+    makers (file name -> function returning a Figure)."""
+
+    title: str
+    setup: str
+    claims: list[Claim]
+    tables: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Callable[[], Figure]] = field(default_factory=dict)
+
+
+def draw(makers: dict[str, Callable[[], Figure]]) -> dict[str, Figure]:
+    """Every figure the data allow; one that fails is left out with a warning naming it."""
+    drawn = {}
+    for name, make in makers.items():
+        try:
+            drawn[name] = make()
+        except (ValueError, KeyError, IndexError) as error:
+            warnings.warn(f"figure {name} left out: {error}", stacklevel=2)
+    return drawn
+
+
+def claims_table(claims: list[Claim]) -> str:
+    frame = pd.DataFrame({"claim": [c.claim for c in claims],
+                          "measurement": [c.measurement for c in claims],
+                          "holds?": [c.verdict for c in claims]})
+    return markdown_table(frame)
+
+
+def paper_markdown(report: PaperReport, sweep, figures: dict[str, str]) -> str:
+    """summary.md: where the data came from, the claims table, the tables and the figures."""
+    runs = sweep.runs
+    out = [f"# {report.title}", "", report.setup, ""]
+    out.append(f"- store: `{sweep.uri}`")
+    if sweep.sweep_id:
+        out.append(f"- sweep: `{sweep.sweep_name}` (run id `{sweep.sweep_id}`)")
+    statuses = ", ".join(f"{k} {v}" for k, v in runs["status"].value_counts().items())
+    out.append(f"- runs: {len(runs)} ({statuses})")
+    seconds = runs["seconds"].dropna()
+    if not seconds.empty:
+        out.append(f"- training time: {seconds.sum():.0f} s in all (runs' own start to end)")
+    out += ["", "## Claims", "", claims_table(report.claims)]
+    for title, table in report.tables.items():
+        out += ["", f"## {title}", "", table]
+    if figures:
+        out += ["", "## Figures", ""]
+        out += [f"### {name}\n\n![{name}]({path})\n" for name, path in figures.items()]
+    return "\n".join(out) + "\n"
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}g}"
