@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,9 +28,11 @@ from backprop_lab.contract import (
     CONF_DIR,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
+    STATUS,
     SUMMARY_FILE,
     telemetry_off,
 )
+from backprop_lab.harness import stopping
 from backprop_lab.harness.build import Built, build, derived_params
 from backprop_lab.harness.config import (
     ConfigError,
@@ -103,13 +106,42 @@ def _finish(ctx: JobContext, summary: dict) -> dict:
 
 
 def train_and_track(cfg: DictConfig) -> dict:
-    """Run one job (see the module docstring); returns its summary (also in summary.json)."""
+    """Run one job (see the module docstring); returns its summary (also in summary.json).
+
+    A stop signal (SIGINT, SIGTERM, SIGHUP: harness/stopping.py) during training ends the run
+    KILLED with everything recorded so far; a single run then raises
+    :class:`~backprop_lab.harness.stopping.Interrupted` carrying one line that says what was
+    kept, a sweep's job returns its summary (the sweep stops starting jobs).
+    """
+    with stopping.handled():
+        return _train_and_track(cfg)
+
+
+def _stopped_before_start(ctx: JobContext) -> str | None:
+    """The signal that stopped this job's sweep before the job started (None: not stopped)."""
+    if not ctx.multirun:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep_dir = HydraConfig.get().sweep.dir if HydraConfig.initialized() else None
+    return stopping.sweep_stopped(sweep_dir, ctx.sweep_id) or (
+        stopping.received() if ctx.in_launching_process else None)
+
+
+def _train_and_track(cfg: DictConfig) -> dict:
     from threadpoolctl import threadpool_limits
 
     from backprop_lab.engine.training import train
 
     ctx = JobContext.current(cfg)
+    if not ctx.in_launching_process:
+        stopping.reset()  # a reused worker: a previous sweep's stop is not this job's
     tic = time.perf_counter()
+    signame = _stopped_before_start(ctx)
+    if signame is not None:
+        return _finish(ctx, _summary(ctx, cfg, Ending("killed", f"not started: the sweep was "
+                                                                f"stopped by {signame}"),
+                                     None, 0.0, None))
     try:
         built = build(cfg)
     except (ConfigError, ValueError) as exc:
@@ -118,27 +150,30 @@ def train_and_track(cfg: DictConfig) -> dict:
         return _finish(ctx, _summary(ctx, cfg, Ending("failed", f"invalid config: {exc}"),
                                      None, 0.0, None))
 
-    tracker = None
+    tracker, heartbeat = None, None
     if cfg.tracking.enabled:
-        tracker = _start_tracking(cfg, ctx, built)
+        with stopping.deferred():  # a signal here is acted on once the run exists
+            tracker = _start_tracking(cfg, ctx, built)
+            heartbeat = _heartbeat(tracker)
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
     holder = _HistoryHolder()
-    ending, result, error = Ending("failed"), None, None
+    ending, result, error, interrupted = Ending("failed"), None, None, None
     try:
-        with threadpool_limits(limits=cfg.threads):
+        with stopping.interruptible(), threadpool_limits(limits=cfg.threads):
             result = train(built.net, built.dataset, built.optimizer, epochs=cfg.epochs,
                            batch_size=built.batch_size, callbacks=[holder, *callbacks],
                            diagnostics=cfg.diagnostics, histogram_every=cfg.histogram_every,
                            rng=built.shuffle_rng)
         ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
-            ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
-    except KeyboardInterrupt:
+            ending.reason = f"diverged: training loss not finite at epoch {result.diverged_epoch}"
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or a Ray cancel
         bar.close()
-        _wrap_up(cfg, ctx, built, Ending("killed", "interrupted (KeyboardInterrupt)",
-                                         holder.history), tracker, figures=False)
-        raise
+        interrupted = _signal_name(exc, ctx)
+        rows = holder.history.n_rows if holder.history is not None else 0
+        ending = Ending("killed", f"interrupted by {interrupted} after {max(rows - 1, 0)} "
+                                  "epochs", holder.history)
     except Exception as exc:  # recorded as FAILED; re-raised below for a single run
         bar.close()
         ending = Ending("failed", f"{type(exc).__name__}: {exc}", holder.history)
@@ -147,15 +182,47 @@ def train_and_track(cfg: DictConfig) -> dict:
             log.error("run %s failed", ctx.run_name, exc_info=True)
 
     figures = cfg.figures if cfg.figures is not None else not ctx.multirun
-    _wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
-    summary = _finish(ctx, _summary(ctx, cfg, ending, tracker.run_id if tracker else None,
-                                    time.perf_counter() - tic, built.net.n_layers))
+    if interrupted is not None:
+        figures = False  # stopping should be quick
+    with stopping.deferred():
+        if heartbeat is not None:
+            heartbeat.stop()
+        kept = _wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
+        summary = _finish(ctx, _summary(ctx, cfg, ending, tracker.run_id if tracker else None,
+                                        time.perf_counter() - tic, built.net.n_layers))
+    if interrupted is not None:
+        line = f"Interrupted by {interrupted}: {kept}"
+        if not ctx.multirun:
+            raise stopping.Interrupted(interrupted, line)
+        print(line, flush=True)
+        return summary
     if not ctx.multirun:
         if error is not None:
             raise error
         if ending.outcome != "finished":
-            raise RunFailed(f"Run {ctx.run_name} {ending.outcome}: {ending.reason}")
+            raise RunFailed(f"Run {ctx.run_name} {ending.outcome}: {ending.reason}. {kept}")
     return summary
+
+
+def _signal_name(exc: KeyboardInterrupt, ctx: JobContext) -> str:
+    """The stop signal behind a KeyboardInterrupt: its own, the sweep's (a Ray task cancelled
+    by the launching process), or SIGINT."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = getattr(exc, "signame", None)
+    if name:
+        return name
+    if ctx.multirun and HydraConfig.initialized():
+        found = stopping.sweep_stopped(HydraConfig.get().sweep.dir, ctx.sweep_id)
+        if found:
+            return f"{found} (the sweep was stopped)"
+    return "SIGINT"
+
+
+def _heartbeat(tracker: RunTracker):
+    from backprop_lab.tracking import Heartbeat
+
+    return Heartbeat(tracker.backend, tracker.run_id).start()
 
 
 class _HistoryHolder:
@@ -189,13 +256,20 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
 
 
 def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
-             tracker: RunTracker | None, *, figures: bool) -> None:
-    """Flush metrics first (the most valuable), then outputs and artifacts, then the status."""
+             tracker: RunTracker | None, *, figures: bool) -> str:
+    """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
+
+    A store that fails on the way (full disk, read-only, a server gone) does not stop the rest:
+    the outputs are saved anyway, a finished run becomes FAILED naming the store's error, and
+    the run is still ended. Returns one sentence saying what was kept and where.
+    """
     import warnings
 
     from backprop_lab import tracking
 
     history = ending.history
+    rows = history.n_rows if history is not None else 0
+    store_error: Exception | None = None
     if tracker is not None:
         try:
             if history is not None:
@@ -203,23 +277,49 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             tracker.flush(final=True)
             tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
-            warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
+            store_error = exc
+            warnings.warn(f"could not write metrics to MLflow: {exc}", stacklevel=2)
     tic = time.perf_counter()
+    saved = True
     try:
         save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
                      figures=figures, title=ctx.run_name)
     except Exception as exc:
-        warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
+        saved = False
+        warnings.warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}",
+                      stacklevel=2)
+    files = (f"{rows} history rows in {ctx.output_dir / 'history.csv'}" if saved and rows
+             else f"outputs in {ctx.output_dir}" if saved
+             else f"no outputs ({ctx.output_dir} could not be written)")
     if tracker is None:
-        return
+        return f"kept {files}."
     timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
-    try:
-        if cfg.tracking.log_artifacts:
+    if cfg.tracking.log_artifacts and store_error is None:
+        try:
             tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
-        timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
-    finally:
-        tracking.end_run(tracker.backend.uri, tracker.run_id, ending.outcome, ending.reason,
-                         timings)
+            tracker.backend.flush()
+        except Exception as exc:
+            store_error = exc
+            warnings.warn(f"could not log the run's artifacts to MLflow: {exc}", stacklevel=2)
+    timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
+    outcome, reason = ending.outcome, ending.reason
+    if store_error is not None:
+        problem = f"the MLflow store failed: {type(store_error).__name__}: {store_error}"
+        if outcome == "finished":
+            outcome, reason = "failed", problem
+        else:
+            reason = f"{reason}; {problem}"
+    run = f"run {tracker.run_id} in {tracker.backend.uri}"
+    try:
+        tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
+    except Exception as exc:
+        return (f"could not mark {run} as ended ({type(exc).__name__}: {exc}); it stays "
+                "RUNNING until a later command on the store marks it FAILED (python -m "
+                f"backprop_lab.tracking.orphans --repair); kept {files}.")
+    ending.outcome, ending.reason = outcome, reason
+    metrics = ("its metrics" if store_error is None
+               else "the metrics written before the store failed")
+    return f"{run} marked {STATUS[outcome]} with {metrics}; kept {files}."
 
 
 def task(cfg: DictConfig) -> dict:
@@ -238,4 +338,15 @@ def main() -> None:
         "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
         category=UserWarning)
     register_configs()
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
+    stopping.install(raising=True)
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: one line, no traceback
+        name = getattr(exc, "signame", "SIGINT")
+        message = getattr(exc, "message", None) or "stopped before any run was created."
+        if not message.startswith("Interrupted"):
+            message = f"Interrupted by {name}: {message}"
+        sys.stderr.write(f"\n{message}\n")
+        sys.stderr.flush()
+        status = exc.exit_status if isinstance(exc, stopping.Interrupted) else 130
+        raise SystemExit(status) from None

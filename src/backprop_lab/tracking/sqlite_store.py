@@ -276,6 +276,46 @@ class SqliteStore:
              (status, _now_ms(), run_id)),
         ])
 
+    def mark_failed(self, run_id: str, tags: Mapping[str, str]) -> bool:
+        """FAILED with ``tags``, only if the run is still RUNNING (an orphan); True if marked."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            changed = con.execute(
+                "UPDATE runs SET status = 'FAILED', end_time = ?"
+                " WHERE run_uuid = ? AND status = 'RUNNING'", (_now_ms(), run_id)).rowcount
+            if changed:
+                con.execute(REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return bool(changed)
+
+    def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list:
+        """Every active RUNNING run (of ``experiment_ids``, None: all) with its heartbeat tags."""
+        from backprop_lab.contract import HEARTBEAT_TAG, PROCESS_TAG
+        from backprop_lab.tracking.orphans import RunningRun
+
+        sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value"
+               " FROM runs AS r"
+               " LEFT JOIN tags AS p ON p.run_uuid = r.run_uuid AND p.key = ?"
+               " LEFT JOIN tags AS h ON h.run_uuid = r.run_uuid AND h.key = ?"
+               " WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
+        parameters: list = [PROCESS_TAG, HEARTBEAT_TAG]
+        if experiment_ids is not None:
+            sql += f" AND r.experiment_id IN ({', '.join('?' * len(experiment_ids))})"
+            parameters += [int(i) for i in experiment_ids]
+        rows = self.con.execute(sql + " ORDER BY r.start_time", parameters).fetchall()
+        return [RunningRun(run_id, name or "", str(exp), int(start or 0), process,
+                           int(beat) if beat and beat.isdigit() else None)
+                for run_id, name, exp, start, process, beat in rows]
+
+    def experiment_id(self, name: str) -> str | None:
+        row = self.con.execute("SELECT experiment_id FROM experiments WHERE name = ?"
+                               " AND workspace = ?", (name, WORKSPACE)).fetchone()
+        return None if row is None else str(row[0])
+
     # -- metrics --------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, names: Sequence[str], steps: np.ndarray,
                     values: np.ndarray, timestamps: np.ndarray) -> None:
