@@ -65,6 +65,18 @@ class Dataset:
     def default_output(self) -> str:
         return "sigmoid_bce" if self.n_outputs == 1 else "softmax_ce"
 
+    def one_hot(self) -> Dataset:
+        """The same data with one-hot targets (k = C rows) also for two classes, as a softmax
+        output needs: a (1, n) 0/1 row y becomes the rows (1 - y, y)."""
+        if self.n_outputs != 1:
+            return self
+
+        def rows(Y: Array) -> Array:
+            return np.ascontiguousarray(np.vstack([1 - Y, Y]))
+
+        return Dataset(self.name, self.X_train, rows(self.Y_train), self.X_val,
+                       rows(self.Y_val), self.n_classes)
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name}: {self.n_features} features, {self.n_classes} classes, "

@@ -167,7 +167,7 @@ def _train_and_track(cfg: DictConfig) -> dict:
                            rng=built.shuffle_rng)
         ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
-            ending.reason = f"diverged: training loss not finite at epoch {result.diverged_epoch}"
+            ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or a Ray cancel
         bar.close()
         interrupted = _signal_name(exc, ctx)

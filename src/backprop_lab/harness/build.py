@@ -84,10 +84,13 @@ def build(cfg: DictConfig) -> Built:
     except ValueError as exc:
         raise engine_error(exc, cfg, [f"dataset.{k}" for k in cfg.dataset]) from None
     output = cfg.model.output.name
+    output = ds.default_output if output == "auto" else output
+    if output == "softmax_ce":  # a softmax over two classes needs two target rows
+        ds = ds.one_hot()
     try:
         net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
                   activation=cfg.activation.name,
-                  output=ds.default_output if output == "auto" else output,
+                  output=output,
                   init=cfg.model.init.name, rng=init_rng, dtype=dtype)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
@@ -95,7 +98,8 @@ def build(cfg: DictConfig) -> Built:
     hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
     try:
         optimizer = make_optimizer(cfg.optimizer.name, **hyper)
-        check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every)
+        check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every,
+                        diagnostics=cfg.diagnostics)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["epochs", "histogram_every",
                                       *(f"optimizer.{k}" for k in cfg.optimizer)]) from None
