@@ -31,7 +31,6 @@ from backprop_lab.engine.history import History
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import Optimizer
 
-
 HISTORY_BYTES_FALLBACK = 2**32  # where the machine's memory cannot be read
 
 

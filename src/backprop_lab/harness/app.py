@@ -153,7 +153,16 @@ def _train_and_track(cfg: DictConfig) -> dict:
     tracker, heartbeat = None, None
     if cfg.tracking.enabled:
         with stopping.deferred():  # a signal here is acted on once the run exists
-            tracker = _start_tracking(cfg, ctx, built)
+            try:
+                tracker = _start_tracking(cfg, ctx, built)
+            except Exception as exc:
+                from backprop_lab.tracking.store import store_problem
+
+                reason = f"could not create the MLflow run: {store_problem(exc)}"
+                if not ctx.multirun:
+                    raise RunFailed(reason) from None
+                return _finish(ctx, _summary(ctx, cfg, Ending("failed", reason), None,
+                                             time.perf_counter() - tic, None))
             heartbeat = _heartbeat(tracker)
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
@@ -255,6 +264,11 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
                                log_every=cfg.tracking.log_every)
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
 def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
              tracker: RunTracker | None, *, figures: bool) -> str:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
@@ -263,8 +277,6 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     the outputs are saved anyway, a finished run becomes FAILED naming the store's error, and
     the run is still ended. Returns one sentence saying what was kept and where.
     """
-    import warnings
-
     from backprop_lab import tracking
 
     history = ending.history
@@ -278,7 +290,7 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
             store_error = exc
-            warnings.warn(f"could not write metrics to MLflow: {exc}", stacklevel=2)
+            _warn(f"could not write metrics to MLflow: {exc}")
     tic = time.perf_counter()
     saved = True
     try:
@@ -286,8 +298,7 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
                      figures=figures, title=ctx.run_name)
     except Exception as exc:
         saved = False
-        warnings.warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}",
-                      stacklevel=2)
+        _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
     files = (f"{rows} history rows in {ctx.output_dir / 'history.csv'}" if saved and rows
              else f"outputs in {ctx.output_dir}" if saved
              else f"no outputs ({ctx.output_dir} could not be written)")
@@ -300,11 +311,13 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             tracker.backend.flush()
         except Exception as exc:
             store_error = exc
-            warnings.warn(f"could not log the run's artifacts to MLflow: {exc}", stacklevel=2)
+            _warn(f"could not log the run's artifacts to MLflow: {exc}")
     timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
     outcome, reason = ending.outcome, ending.reason
     if store_error is not None:
-        problem = f"the MLflow store failed: {type(store_error).__name__}: {store_error}"
+        from backprop_lab.tracking.store import store_problem
+
+        problem = f"the MLflow store failed: {store_problem(store_error, created=True)}"
         if outcome == "finished":
             outcome, reason = "failed", problem
         else:

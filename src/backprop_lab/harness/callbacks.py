@@ -309,6 +309,7 @@ class TrackingCallback(Callback):
     def _prepare_store(self, cfg: DictConfig, base_dir: str) -> str:
         from backprop_lab import tracking
         from backprop_lab.tracking.orphans import repair_on_open
+        from backprop_lab.tracking.store import store_problem
 
         self.uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base_dir)
         try:
@@ -335,20 +336,6 @@ class TrackingCallback(Callback):
             except Exception:  # nothing more to do at exit
                 pass
             self.parent_run_id = None
-
-
-def store_problem(exc: BaseException) -> str:
-    """What is wrong with a store, said for a user (the cause first, then the error)."""
-    import errno
-    import sqlite3
-
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, PermissionError) or (
-            isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)):
-        return f"the store's folder is read-only or not writable ({text})"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in str(exc):
-        return f"the disk is full ({text})"
-    return text
 
 
 def write_runs_csv(summaries: list[dict], path: Path) -> None:

@@ -75,6 +75,10 @@ class SchemaMismatch(RuntimeError):
     """The store's schema revision is not the one this module writes."""
 
 
+class UnreadableStore(RuntimeError):
+    """The store's file is not an SQLite database (corrupted, truncated, or another file)."""
+
+
 def schema_revision(schema: str | None = None) -> str:
     """The alembic revision recorded in ``mlflow_schema.sql``."""
     schema = SCHEMA_FILE.read_text() if schema is None else schema
@@ -133,6 +137,12 @@ def create_store(path: Path) -> bool:
         tmp.unlink(missing_ok=True)
 
 
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it has after a full disk)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -180,9 +190,17 @@ class SqliteStore:
                                    check_same_thread=False)
         try:
             found = self.con.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # a database without MLflow's tables
             self.con.close()
-            raise SchemaMismatch(f"{self.path} is not an MLflow store: {exc}") from exc
+            if "no such table" in str(exc):
+                raise SchemaMismatch(f"{self.path} is not an MLflow store: {exc}") from exc
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            self.con.close()
+            raise UnreadableStore(
+                f"{self.path} is not a readable MLflow store ({exc}); it may be corrupted: "
+                "move it aside (MLflow's UI cannot read it either) or choose another "
+                "tracking.uri") from exc
         expected = schema_revision()
         if found is None or found[0] != expected:
             self.con.close()
@@ -204,7 +222,7 @@ class SqliteStore:
             for sql, parameters in statements:
                 con.execute(sql, parameters)
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         con.execute("COMMIT")
 
@@ -230,8 +248,11 @@ class SqliteStore:
                     con.execute("UPDATE experiments SET artifact_location = ?"
                                 " WHERE experiment_id = ?",
                                 (str(self.path.parent / "mlruns" / str(row[0])), row[0]))
+            else:  # a write that changes nothing: a read-only store fails here, before any run
+                con.execute("UPDATE experiments SET last_update_time = last_update_time"
+                            " WHERE experiment_id = ?", (row[0],))
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         con.execute("COMMIT")
         if row[1] != "active":
@@ -287,7 +308,7 @@ class SqliteStore:
             if changed:
                 con.execute(REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT))
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         con.execute("COMMIT")
         return bool(changed)

@@ -161,8 +161,9 @@ class SqliteBackend:
         run_id = uuid.uuid4().hex
         artifact_uri = self.store.artifact_uri(self._locations[experiment_id], run_id)
         self._artifact_uris[run_id] = artifact_uri
-        self._write(self.store.create_run, run_id, experiment_id, run_name, artifact_uri,
-                    {k: text(v) for k, v in tags.items()}, {k: text(v) for k, v in params.items()})
+        # Waited for: a store that cannot be written fails here, before training starts.
+        self._call(self.store.create_run, run_id, experiment_id, run_name, artifact_uri,
+                   {k: text(v) for k, v in tags.items()}, {k: text(v) for k, v in params.items()})
         return run_id
 
     def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
@@ -324,6 +325,28 @@ def running_run(make, run_id: str, name: str | None, experiment_id: str, start_t
     beat = tags.get(HEARTBEAT_TAG)
     return make(run_id, name or "", str(experiment_id), int(start_time or 0),
                 tags.get(PROCESS_TAG), int(beat) if beat and beat.isdigit() else None)
+
+
+def store_problem(exc: BaseException, *, created: bool = False) -> str:
+    """What is wrong with a store, said for a user: the cause first, then the error itself.
+
+    ``created``: the run exists already (else: nothing was created, and the text says so).
+    """
+    import errno
+    import sqlite3
+
+    text = f"{type(exc).__name__}: {exc}"
+    tail = "" if created else "; nothing was created"
+    if (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)) or (
+            isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)):
+        return f"the store's folder is read-only or not writable ({text}){tail}"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc):
+        return f"the disk is full ({text}){tail}"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or (
+            isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET,
+                                                       errno.EHOSTUNREACH, errno.ETIMEDOUT)):
+        return f"the tracking server stopped answering ({text}){tail}"
+    return text + tail
 
 
 def open_store(uri: str) -> Backend:
