@@ -141,8 +141,8 @@ def create_run(
 ) -> str:
     """Create a RUNNING run (a child of ``parent_run_id`` if given) with its params and tags
     (and the heartbeat tags of this process: tracking/heartbeat.py); return its id."""
-    tags = {"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL", **dict(tags),
-            **start_tags()}
+    tags = {"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL", **start_tags(),
+            **dict(tags)}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
     return open_store(uri).create_run(experiment_id, run_name, dict(params), tags)
