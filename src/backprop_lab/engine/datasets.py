@@ -167,6 +167,10 @@ def _breast_cancer() -> object:
     return load_breast_cancer()
 
 
+#: Generated sets hold every sample in memory several times (raw, split, standardized).
+MAX_SAMPLES_PER_CLASS = 10_000_000
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     make: Callable[..., tuple[Array, Array]]
@@ -226,6 +230,9 @@ def load_dataset(
     noise = spec.noise if noise is None else noise
     if n is not None and n < 1:
         raise ValueError(f"n_samples must be at least 1 (per class); got {n}")
+    if n is not None and n > MAX_SAMPLES_PER_CLASS:
+        raise ValueError(f"n_samples must be at most {MAX_SAMPLES_PER_CLASS:,} (per class); "
+                         f"got {n}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0; got {noise}")
     if not 0.0 <= val_fraction < 1.0:

@@ -17,7 +17,6 @@ last measured row, so a caller can still save what was recorded.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,10 +27,9 @@ import numpy as np
 from backprop_lab.engine.datasets import Dataset
 from backprop_lab.engine.diagnostics import DiagnosticsRecorder, Histogram
 from backprop_lab.engine.history import History
+from backprop_lab.engine.limits import budget, gib
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import Optimizer
-
-HISTORY_BYTES_FALLBACK = 2**32  # where the machine's memory cannot be read
 
 
 @dataclass
@@ -56,14 +54,6 @@ class TrainResult:
         return f"TrainResult({self.status}{where}, {self.epochs_run} epochs, loss {loss:.4g})"
 
 
-def memory_bytes() -> int:
-    """This machine's physical memory (0 if unknown)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def history_bytes(net: MLP, data: Dataset, epochs: int, diagnostics: bool = True) -> int:
     """Bytes of the preallocated History of a run (epochs + 1 rows of float64 per metric)."""
     metrics = (4 if data.n_val else 2) + (9 * net.n_layers if diagnostics else 0)
@@ -80,14 +70,22 @@ def check_arguments(net: MLP, data: Dataset, epochs: int, batch_size: int | None
     every = histogram_every
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
-    limit = memory_bytes() // 4 or HISTORY_BYTES_FALLBACK
+    limit = budget()
     needed = history_bytes(net, data, epochs, diagnostics)
     if needed > limit:
         per_epoch = history_bytes(net, data, 0, diagnostics)
         raise ValueError(
-            f"too many epochs: the history of {epochs} epochs needs {needed / 2**30:.1f} GiB "
+            f"too many epochs: the history of {epochs} epochs needs {gib(needed)} "
             f"({per_epoch} bytes an epoch); at most {limit // per_epoch - 1} epochs fit in a "
-            f"quarter of this machine's memory ({limit * 4 / 2**30:.1f} GiB)")
+            f"quarter of this machine's memory ({gib(limit * 4)})")
+    # Forward/backward workspaces: activations, pre-activations, errors of every unit on every
+    # training (and validation) sample.
+    needed = 4 * net.dtype.itemsize * sum(net.sizes) * (data.n_train + data.n_val)
+    if needed > limit:
+        raise ValueError(
+            f"the network's workspaces on {data.n_train + data.n_val} samples (n_samples) x "
+            f"{sum(net.sizes)} units (layer widths) need {gib(needed)}, more than a quarter of "
+            f"this machine's memory ({gib(limit * 4)})")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(
             f"batch_size must be a positive integer or None (full batch); got {batch_size!r}"

@@ -76,7 +76,12 @@ def build(cfg: DictConfig) -> Built:
 
     validate(cfg)  # what the engine cannot check (BLAS threads, tracking)
     dtype = np.dtype(cfg.dtype.name)
-    data_rng, init_rng, shuffle_rng = random_streams(cfg)
+    try:
+        data_rng, init_rng, shuffle_rng = random_streams(cfg)
+    except (ValueError, TypeError, OverflowError) as exc:  # numpy's words name no key
+        high = "2**32 - 1" if cfg.rng.name == "legacy" else "any size"
+        raise ConfigError(f"seed={cfg.seed}: must be an integer >= 0 (rng={cfg.rng.name}: up "
+                          f"to {high}); numpy says: {exc}") from None
     try:
         ds = load_dataset(cfg.dataset.name, n_samples=cfg.dataset.n_samples,
                           noise=cfg.dataset.noise, val_fraction=cfg.dataset.val_fraction,
@@ -102,7 +107,9 @@ def build(cfg: DictConfig) -> Built:
                         diagnostics=cfg.diagnostics)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["epochs", "histogram_every",
-                                      *(f"optimizer.{k}" for k in cfg.optimizer)]) from None
+                                      *(f"optimizer.{k}" for k in cfg.optimizer),
+                                      *(f"dataset.{k}" for k in cfg.dataset),
+                                      *(f"model.{k}" for k in cfg.model)]) from None
     return Built(ds, net, optimizer, shuffle_rng, cfg.optimizer.batch_size)
 
 
