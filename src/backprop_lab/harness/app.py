@@ -219,13 +219,12 @@ def _signal_name(exc: KeyboardInterrupt, ctx: JobContext) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     name = getattr(exc, "signame", None)
-    if name:
-        return name
-    if ctx.multirun and HydraConfig.initialized():
+    if ctx.multirun and not ctx.in_launching_process and HydraConfig.initialized():
+        # A worker: what stopped the sweep (a Ray task is cancelled with a SIGINT of its own).
         found = stopping.sweep_stopped(HydraConfig.get().sweep.dir, ctx.sweep_id)
-        if found:
+        if found and found != name:
             return f"{found} (the sweep was stopped)"
-    return "SIGINT"
+    return name or "SIGINT"
 
 
 def _heartbeat(tracker: RunTracker):
@@ -323,13 +322,14 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
         else:
             reason = f"{reason}; {problem}"
     run = f"run {tracker.run_id} in {tracker.backend.uri}"
+    ending.outcome, ending.reason = outcome, reason  # summary.json, read by the orphan check
     try:
         tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
     except Exception as exc:
         return (f"could not mark {run} as ended ({type(exc).__name__}: {exc}); it stays "
-                "RUNNING until a later command on the store marks it FAILED (python -m "
-                f"backprop_lab.tracking.orphans --repair); kept {files}.")
-    ending.outcome, ending.reason = outcome, reason
+                "RUNNING in the store until a later command on it records this ending (from "
+                f"the job's summary.json; or: python -m backprop_lab.tracking.orphans "
+                f"--repair); kept {files}.")
     metrics = ("its metrics" if store_error is None
                else "the metrics written before the store failed")
     return f"{run} marked {STATUS[outcome]} with {metrics}; kept {files}."

@@ -19,22 +19,29 @@ Each run records who writes it and a heartbeat (tracking/heartbeat.py); a RUNNIN
 Every command that opens a store for training (the launching process of ``train.py``) runs the
 same check on its experiment and marks the orphans it finds, printing one line each; nothing
 alive is marked. The mark is ``FAILED`` with ``backprop_lab.outcome=failed`` and a
-``backprop_lab.failure_reason`` saying which process vanished and when it was last seen.
+``backprop_lab.failure_reason`` saying which process vanished and when it was last seen; unless
+the job's folder (tag ``backprop_lab.output_dir``) holds a summary.json for the run: then the
+job ended but could not tell the store (a server gone, a full disk), and its own outcome and
+reason are recorded (KILLED by SIGTERM, FAILED because the store failed, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from backprop_lab.contract import (
     OUTCOME_TAG,
     PROCESS_TAG,
     REASON_TAG,
+    STATUS,
+    SUMMARY_FILE,
     telemetry_off,
 )
 from backprop_lab.tracking.heartbeat import DEFAULT_SECONDS, process_start
@@ -54,6 +61,7 @@ class RunningRun:
     start_time: int  # ms since the epoch
     process: str | None  # the PROCESS_TAG value
     heartbeat: int | None  # ms since the epoch
+    output_dir: str | None = None  # the job's folder (OUTPUT_DIR_TAG)
 
 
 @dataclass
@@ -61,6 +69,22 @@ class Verdict:
     run: RunningRun
     state: str  # alive | orphaned | unknown
     reason: str
+    status: str = "FAILED"  # what an orphan is marked
+    outcome: str = "failed"
+
+
+def recorded_ending(run: RunningRun) -> tuple[str, str | None] | None:
+    """(outcome, reason) the job wrote in its summary.json when it could not end its run in the
+    store (a server gone, a full disk), if that folder is readable here."""
+    if not run.output_dir:
+        return None
+    try:
+        summary = json.loads((Path(run.output_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("run_id") != run.run_id or summary.get("outcome") not in STATUS:
+        return None
+    return summary["outcome"], summary.get("failure_reason")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -117,11 +141,18 @@ def check(backend, experiment_ids: list[str] | None = None, *,
     """Judge every RUNNING run of ``experiment_ids`` (None: all) in the store of ``backend``;
     with ``repair``, mark the orphaned ones FAILED with their reason."""
     verdicts = [judge(run) for run in backend.running_runs(experiment_ids)]
+    for verdict in verdicts:
+        ended = recorded_ending(verdict.run) if verdict.state == ORPHANED else None
+        if ended is not None:  # the job ended, but could not tell the store
+            verdict.outcome, verdict.status = ended[0], STATUS[ended[0]]
+            verdict.reason = (f"{ended[1] or ended[0]} (recorded later: the process could not "
+                              "end the run in the store)")
     if repair:
         for verdict in verdicts:
             if verdict.state == ORPHANED:
                 backend.mark_failed(verdict.run.run_id,
-                                    {OUTCOME_TAG: "failed", REASON_TAG: verdict.reason})
+                                    {OUTCOME_TAG: verdict.outcome, REASON_TAG: verdict.reason},
+                                    verdict.status)
     return verdicts
 
 
@@ -135,8 +166,8 @@ def repair_on_open(backend, experiment_id: str, out=sys.stdout) -> list[Verdict]
         return []
     for verdict in verdicts:
         if verdict.state == ORPHANED:
-            out.write(f"Marked run {verdict.run.run_id} ({verdict.run.name}) FAILED: "
-                      f"{verdict.reason}\n")
+            out.write(f"Marked run {verdict.run.run_id} ({verdict.run.name}) "
+                      f"{verdict.status}: {verdict.reason}\n")
     return verdicts
 
 
@@ -170,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for verdict in verdicts:
         run = verdict.run
-        mark = " -> marked FAILED" if args.repair and verdict.state == ORPHANED else ""
+        mark = (f" -> marked {verdict.status}" if args.repair and verdict.state == ORPHANED
+                else "")
         print(f"{run.run_id}  {verdict.state:<8}  {run.name}: {verdict.reason}{mark}")
     orphans = sum(v.state == ORPHANED for v in verdicts)
     if orphans and not args.repair:

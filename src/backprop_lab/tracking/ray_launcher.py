@@ -273,6 +273,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]],
     if not ray.is_initialized():
         ray.init(**ray_init_kwargs(launcher.ray_cfg.get("init"), loopback=loopback))
         started_here = True
+    # ray.init puts its own SIGTERM handler in place (it logs and exits): ours again, so a
+    # signal stops the sweep the same way as with the other launchers.
+    from backprop_lab.harness import stopping
+
+    stopping.install(raising=False)
     remote_opts = OmegaConf.to_container(launcher.ray_cfg.get("remote") or {}, resolve=True)
     remote_opts = {k: v for k, v in remote_opts.items() if v is not None}
     job = ray.remote(**remote_opts)(sweep_job) if remote_opts else ray.remote(sweep_job)

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlparse
 
 import numpy as np
 
-from backprop_lab.tracking.sqlite_store import deleted_experiment, wait_all
+from backprop_lab.tracking.sqlite_store import deleted_experiment, first_failure, wait_all
 from backprop_lab.tracking.store import text
 
 API = "/api/2.0/mlflow"
@@ -222,11 +222,11 @@ class RestBackend:
                 break
         return found
 
-    def mark_failed(self, run_id: str, tags: Mapping[str, str]) -> bool:
+    def mark_failed(self, run_id: str, tags: Mapping[str, str], status: str = "FAILED") -> bool:
         info = self._call("GET", "runs/get", query=f"?run_id={run_id}")["run"]["info"]
         if info.get("status") != "RUNNING":
             return False
-        self.end_run(run_id, "FAILED", tags)
+        self.end_run(run_id, status, tags)
         return True
 
     def experiment_id(self, name: str) -> str | None:
@@ -238,6 +238,10 @@ class RestBackend:
             if exc.code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
+
+    def failure(self) -> BaseException | None:
+        """The error of a block that failed so far, without waiting (None: none)."""
+        return first_failure(self._pending)
 
     def flush(self) -> None:
         """Wait for every metric block sent so far; raise the first error among them."""

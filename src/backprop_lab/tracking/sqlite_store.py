@@ -168,6 +168,20 @@ def wait_all(futures: Iterable) -> None:
         raise errors[0]
 
 
+def first_failure(pending: list) -> BaseException | None:
+    """The first error among the finished futures of ``pending``, without waiting; finished
+    futures without an error are dropped from the list (it stays short over a long run)."""
+    keep, found = [], None
+    for future in pending:
+        if not future.done():
+            keep.append(future)
+        elif future.exception() is not None:
+            keep.append(future)
+            found = found or future.exception()
+    pending[:] = keep
+    return found
+
+
 def _pairs(run_id: str, items: Mapping[str, str], limit: int | None = None) -> dict:
     """json_each parameters for (key, value) rows of one run."""
     return {"run": run_id, "rows": json.dumps([[k, v[:limit]] for k, v in items.items()])}
@@ -297,14 +311,15 @@ class SqliteStore:
              (status, _now_ms(), run_id)),
         ])
 
-    def mark_failed(self, run_id: str, tags: Mapping[str, str]) -> bool:
-        """FAILED with ``tags``, only if the run is still RUNNING (an orphan); True if marked."""
+    def mark_failed(self, run_id: str, tags: Mapping[str, str], status: str = "FAILED") -> bool:
+        """``status`` with ``tags``, only if the run is still RUNNING (an orphan); True if
+        marked."""
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
             changed = con.execute(
-                "UPDATE runs SET status = 'FAILED', end_time = ?"
-                " WHERE run_uuid = ? AND status = 'RUNNING'", (_now_ms(), run_id)).rowcount
+                "UPDATE runs SET status = ?, end_time = ?"
+                " WHERE run_uuid = ? AND status = 'RUNNING'", (status, _now_ms(), run_id)).rowcount
             if changed:
                 con.execute(REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT))
         except BaseException:
@@ -315,22 +330,23 @@ class SqliteStore:
 
     def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list:
         """Every active RUNNING run (of ``experiment_ids``, None: all) with its heartbeat tags."""
-        from backprop_lab.contract import HEARTBEAT_TAG, PROCESS_TAG
+        from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
         from backprop_lab.tracking.orphans import RunningRun
 
-        sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value"
-               " FROM runs AS r"
+        sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value,"
+               " o.value FROM runs AS r"
                " LEFT JOIN tags AS p ON p.run_uuid = r.run_uuid AND p.key = ?"
                " LEFT JOIN tags AS h ON h.run_uuid = r.run_uuid AND h.key = ?"
+               " LEFT JOIN tags AS o ON o.run_uuid = r.run_uuid AND o.key = ?"
                " WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
-        parameters: list = [PROCESS_TAG, HEARTBEAT_TAG]
+        parameters: list = [PROCESS_TAG, HEARTBEAT_TAG, OUTPUT_DIR_TAG]
         if experiment_ids is not None:
             sql += f" AND r.experiment_id IN ({', '.join('?' * len(experiment_ids))})"
             parameters += [int(i) for i in experiment_ids]
         rows = self.con.execute(sql + " ORDER BY r.start_time", parameters).fetchall()
         return [RunningRun(run_id, name or "", str(exp), int(start or 0), process,
-                           int(beat) if beat and beat.isdigit() else None)
-                for run_id, name, exp, start, process, beat in rows]
+                           int(beat) if beat and beat.isdigit() else None, folder)
+                for run_id, name, exp, start, process, beat, folder in rows]
 
     def experiment_id(self, name: str) -> str | None:
         row = self.con.execute("SELECT experiment_id FROM experiments WHERE name = ?"

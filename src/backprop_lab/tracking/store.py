@@ -38,6 +38,7 @@ from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
     deleted_experiment,
+    first_failure,
     local_artifact_dir,
     wait_all,
 )
@@ -90,9 +91,12 @@ class Backend(Protocol):
 
     def flush(self) -> None: ...
 
+    def failure(self) -> BaseException | None: ...
+
     def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list: ...
 
-    def mark_failed(self, run_id: str, tags: Mapping[str, Any]) -> bool: ...
+    def mark_failed(self, run_id: str, tags: Mapping[str, Any],
+                    status: str = "FAILED") -> bool: ...
 
     def experiment_id(self, name: str) -> str | None: ...
 
@@ -144,6 +148,10 @@ class SqliteBackend:
             future.exception()  # waits
         if self._error is not None:
             raise self._error
+
+    def failure(self) -> BaseException | None:
+        """The error of a write that failed so far, without waiting (None: none)."""
+        return self._error
 
     def _call(self, fn, *args):
         """Run ``fn`` on the writer after everything queued before it; return its result."""
@@ -201,8 +209,9 @@ class SqliteBackend:
     def running_runs(self, experiment_ids=None) -> list:
         return self._call(self.store.running_runs, experiment_ids)
 
-    def mark_failed(self, run_id, tags) -> bool:
-        return self._call(self.store.mark_failed, run_id, {k: text(v) for k, v in tags.items()})
+    def mark_failed(self, run_id, tags, status: str = "FAILED") -> bool:
+        return self._call(self.store.mark_failed, run_id, {k: text(v) for k, v in tags.items()},
+                          status)
 
     def experiment_id(self, name: str) -> str | None:
         return self._call(self.store.experiment_id, name)
@@ -301,10 +310,10 @@ class MlflowBackend:
         return [running_run(RunningRun, r.info.run_id, r.info.run_name, r.info.experiment_id,
                             r.info.start_time, r.data.tags) for r in runs]
 
-    def mark_failed(self, run_id, tags) -> bool:
+    def mark_failed(self, run_id, tags, status: str = "FAILED") -> bool:
         if self.client.get_run(run_id).info.status != "RUNNING":
             return False
-        self.end_run(run_id, "FAILED", tags)
+        self.end_run(run_id, status, tags)
         return True
 
     def experiment_id(self, name: str) -> str | None:
@@ -316,15 +325,20 @@ class MlflowBackend:
         pending, self._pending = self._pending, []
         wait_all(pending)
 
+    def failure(self) -> BaseException | None:
+        """The error of a batch that failed so far, without waiting (None: none)."""
+        return first_failure(self._pending)
+
 
 def running_run(make, run_id: str, name: str | None, experiment_id: str, start_time,
                 tags: Mapping[str, str]):
     """A :class:`~backprop_lab.tracking.orphans.RunningRun` from a run's fields and tags."""
-    from backprop_lab.contract import HEARTBEAT_TAG, PROCESS_TAG
+    from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
 
     beat = tags.get(HEARTBEAT_TAG)
     return make(run_id, name or "", str(experiment_id), int(start_time or 0),
-                tags.get(PROCESS_TAG), int(beat) if beat and beat.isdigit() else None)
+                tags.get(PROCESS_TAG), int(beat) if beat and beat.isdigit() else None,
+                tags.get(OUTPUT_DIR_TAG))
 
 
 def store_problem(exc: BaseException, *, created: bool = False) -> str:
