@@ -66,7 +66,7 @@ def stop(proc: subprocess.Popen, sig: int, timeout: float = 90) -> tuple[str, st
 def test_a_stop_signal_ends_a_single_run_killed_with_everything_kept(sig, tmp_path, store,
                                                                      client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "epochs=1000000")
+    proc = start(tmp_path, store, "epochs=300000")
     (run,) = wait_for_metrics(proc, client)
     out, err = stop(proc, sig)
     assert proc.returncode == 128 + sig, err
@@ -89,7 +89,7 @@ def test_a_stop_signal_ends_a_single_run_killed_with_everything_kept(sig, tmp_pa
 def test_sigterm_stops_a_sweep_its_running_job_killed_the_rest_not_started(tmp_path, store,
                                                                            client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "-m", "activation=tanh,relu,sigmoid", "epochs=1000000")
+    proc = start(tmp_path, store, "-m", "activation=tanh,relu,sigmoid", "epochs=300000")
     wait_for_metrics(proc, client)
     out, err = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, err
@@ -103,24 +103,39 @@ def test_sigterm_stops_a_sweep_its_running_job_killed_the_rest_not_started(tmp_p
     assert "SIGTERM" in jobs[0].data.tags[REASON]
 
 
-def test_sigterm_reaches_the_jobs_of_a_joblib_sweep(tmp_path, store, client_for):
-    """The launching process passes the signal on to its loky workers: both running jobs end
-    KILLED with their metrics, the third never starts."""
+@pytest.mark.parametrize("sig, group", [
+    (signal.SIGTERM, False),  # to the launching process only (Kubernetes, a plain kill)
+    pytest.param(signal.SIGINT, True, marks=pytest.mark.slow),  # Ctrl-C: every process
+])
+def test_a_stop_signal_reaches_the_jobs_of_a_joblib_sweep(sig, group, tmp_path, store,
+                                                          client_for):
+    """The launching process passes the signal on to its loky workers (or they get it
+    themselves, with the whole process group): both running jobs end KILLED with their
+    metrics, the third never starts."""
     client = client_for(store)
-    proc = start(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 "activation=tanh,relu,sigmoid", "epochs=1000000")
+    folders = [f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "activation=tanh,relu,sigmoid", "epochs=300000", "progress=false",
+         f"tracking.uri={store}", *folders], cwd=tmp_path, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
     wait_for_metrics(proc, client, n_runs=2, timeout=180)
-    out, err = stop(proc, signal.SIGTERM)
-    assert proc.returncode == 143, err
+    if group:
+        os.killpg(proc.pid, sig)
+        out, err = stop(proc, 0)
+    else:
+        out, err = stop(proc, sig)
+    name = signal.Signals(sig).name
+    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in out + err
     parents, jobs = split_roles(runs_of(client))
     assert [r.info.status for r in parents] == ["KILLED"]
     assert len(jobs) == 2 and {r.info.status for r in jobs} == {"KILLED"}
     for run in jobs:
-        assert run.data.tags[REASON].startswith("interrupted by SIGTERM")
+        assert run.data.tags[REASON].startswith(f"interrupted by {name}")
         saved = pd.read_csv(f"{run.data.tags['backprop_lab.output_dir']}/history.csv")
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(saved)
-    assert "not started: the sweep was stopped by SIGTERM" in out
+    assert f"not started: the sweep was stopped by {name}" in out
 
 
 # -- runs whose process vanished ------------------------------------------------------------------
@@ -128,7 +143,7 @@ def test_a_killed_run_is_marked_failed_by_the_next_command_and_the_repair_comman
         tmp_path, store, client_for):
     client = client_for(store)
     # A short heartbeat, so the test also sees the tag refreshed while training.
-    proc = start(tmp_path, store, "epochs=1000000", BACKPROP_LAB_HEARTBEAT_SECONDS="0.3")
+    proc = start(tmp_path, store, "epochs=300000", BACKPROP_LAB_HEARTBEAT_SECONDS="0.3")
     (run,) = wait_for_metrics(proc, client)
     first = int(client.get_run(run.info.run_id).data.tags["backprop_lab.heartbeat"])
     time.sleep(1.5)
