@@ -14,11 +14,9 @@ status at the end.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hydra.errors import CompactHydraException
@@ -28,8 +26,6 @@ from backprop_lab.contract import (
     CONF_DIR,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
-    STATUS,
-    SUMMARY_FILE,
     telemetry_off,
 )
 from backprop_lab.harness import stopping
@@ -40,13 +36,11 @@ from backprop_lab.harness.config import (
     register_configs,
     to_plain,
 )
+from backprop_lab.harness.ending import Ending, finish, job_summary, wrap_up
 from backprop_lab.harness.job_context import JobContext
-from backprop_lab.harness.progress import ProgressBar, grad_ratio, summary_line
-from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
+from backprop_lab.harness.progress import ProgressBar
 
 if TYPE_CHECKING:
-    from backprop_lab.engine.diagnostics import Histogram
-    from backprop_lab.engine.history import History
     from backprop_lab.tracking.run_tracker import RunTracker
 
 telemetry_off()  # MLflow is imported lazily, always after this
@@ -59,50 +53,6 @@ class BadConfig(CompactHydraException):
 
 class RunFailed(CompactHydraException):
     """A single run that raised or diverged (its MLflow run is already marked FAILED)."""
-
-
-@dataclass
-class Ending:
-    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
-
-    outcome: str
-    reason: str | None = None
-    history: History | None = None
-    histograms: list[Histogram] = field(default_factory=list)
-
-
-def _summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
-             seconds: float, n_layers: int | None) -> dict:
-    """The job's summary.json: what the sweep's table and runs.csv show."""
-    history, outcome, reason = ending.history, ending.outcome, ending.reason
-    final = history.final() if history is not None else {}
-    return {
-        "sweep_id": ctx.sweep_id,
-        "job_num": ctx.job_num,
-        "run_name": ctx.run_name,
-        "overrides": ctx.overrides,
-        "activation": cfg.activation.name,
-        "outcome": outcome,
-        "failure_reason": reason,
-        "run_id": run_id,
-        "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
-        "seconds": seconds,
-        "n_layers": n_layers,
-        "train_loss": final.get("train/loss"),
-        "train_accuracy": final.get("train/accuracy"),
-        "val_loss": final.get("val/loss"),
-        "val_accuracy": final.get("val/accuracy"),
-        "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
-        "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
-                            if n_layers and history is not None and history.n_rows else None),
-    }
-
-
-def _finish(ctx: JobContext, summary: dict) -> dict:
-    ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-    print(summary_line(summary), flush=True)
-    return summary
 
 
 def train_and_track(cfg: DictConfig) -> dict:
@@ -137,18 +87,21 @@ def _train_and_track(cfg: DictConfig) -> dict:
     if not ctx.in_launching_process:
         stopping.reset()  # a reused worker: a previous sweep's stop is not this job's
     tic = time.perf_counter()
+
+    def without_run(outcome: str, reason: str) -> dict:
+        """The summary of a job that ends before its run exists."""
+        return finish(ctx, job_summary(ctx, cfg, Ending(outcome, reason), None,
+                                       time.perf_counter() - tic, None))
+
     signame = _stopped_before_start(ctx)
     if signame is not None:
-        return _finish(ctx, _summary(ctx, cfg, Ending("killed", f"not started: the sweep was "
-                                                                f"stopped by {signame}"),
-                                     None, 0.0, None))
+        return without_run("killed", f"not started: the sweep was stopped by {signame}")
     try:
         built = build(cfg)
     except (ConfigError, ValueError) as exc:
         if not ctx.multirun:
             raise BadConfig(f"Invalid config: {exc}") from None
-        return _finish(ctx, _summary(ctx, cfg, Ending("failed", f"invalid config: {exc}"),
-                                     None, 0.0, None))
+        return without_run("failed", f"invalid config: {exc}")
 
     tracker, heartbeat = None, None
     if cfg.tracking.enabled:
@@ -161,8 +114,7 @@ def _train_and_track(cfg: DictConfig) -> dict:
                 reason = f"could not create the MLflow run: {store_problem(exc)}"
                 if not ctx.multirun:
                     raise RunFailed(reason) from None
-                return _finish(ctx, _summary(ctx, cfg, Ending("failed", reason), None,
-                                             time.perf_counter() - tic, None))
+                return without_run("failed", reason)
             heartbeat = _heartbeat(tracker)
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
@@ -196,9 +148,10 @@ def _train_and_track(cfg: DictConfig) -> dict:
     with stopping.deferred():
         if heartbeat is not None:
             heartbeat.stop()
-        kept = _wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
-        summary = _finish(ctx, _summary(ctx, cfg, ending, tracker.run_id if tracker else None,
-                                        time.perf_counter() - tic, built.net.n_layers))
+        kept = wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
+        run_id = tracker.run_id if tracker else None
+        summary = finish(ctx, job_summary(ctx, cfg, ending, run_id, time.perf_counter() - tic,
+                                          built.net.n_layers))
     if interrupted is not None:
         line = f"Interrupted by {interrupted}: {kept}"
         if not ctx.multirun:
@@ -261,78 +214,6 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
                                  parent_run_id=ctx.parent_run_id)
     return tracking.RunTracker(tracking.open_store(uri), run_id,
                                log_every=cfg.tracking.log_every)
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
-    sys.stderr.flush()
-
-
-def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
-             tracker: RunTracker | None, *, figures: bool) -> str:
-    """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
-
-    A store that fails on the way (full disk, read-only, a server gone) does not stop the rest:
-    the outputs are saved anyway, a finished run becomes FAILED naming the store's error, and
-    the run is still ended. Returns one sentence saying what was kept and where.
-    """
-    from backprop_lab import tracking
-
-    history = ending.history
-    rows = history.n_rows if history is not None else 0
-    store_error: Exception | None = None
-    if tracker is not None:
-        try:
-            if history is not None:
-                tracker.attach(history)
-            tracker.flush(final=True)
-            tracker.backend.flush()
-        except Exception as exc:  # keep going: the outputs still matter
-            store_error = exc
-            _warn(f"could not write metrics to MLflow: {exc}")
-    tic = time.perf_counter()
-    saved = True
-    try:
-        save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
-                     figures=figures, title=ctx.run_name)
-    except Exception as exc:
-        saved = False
-        _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
-    files = (f"{rows} history rows in {ctx.output_dir / 'history.csv'}" if saved and rows
-             else f"outputs in {ctx.output_dir}" if saved
-             else f"no outputs ({ctx.output_dir} could not be written)")
-    if tracker is None:
-        return f"kept {files}."
-    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
-    if cfg.tracking.log_artifacts and store_error is None:
-        try:
-            tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
-            tracker.backend.flush()
-        except Exception as exc:
-            store_error = exc
-            _warn(f"could not log the run's artifacts to MLflow: {exc}")
-    timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
-    outcome, reason = ending.outcome, ending.reason
-    if store_error is not None:
-        from backprop_lab.tracking.store import store_problem
-
-        problem = f"the MLflow store failed: {store_problem(store_error, created=True)}"
-        if outcome == "finished":
-            outcome, reason = "failed", problem
-        else:
-            reason = f"{reason}; {problem}"
-    run = f"run {tracker.run_id} in {tracker.backend.uri}"
-    ending.outcome, ending.reason = outcome, reason  # summary.json, read by the orphan check
-    try:
-        tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
-    except Exception as exc:
-        return (f"could not mark {run} as ended ({type(exc).__name__}: {exc}); it stays "
-                "RUNNING in the store until a later command on it records this ending (from "
-                f"the job's summary.json; or: python -m backprop_lab.tracking.orphans "
-                f"--repair); kept {files}.")
-    metrics = ("its metrics" if store_error is None
-               else "the metrics written before the store failed")
-    return f"{run} marked {STATUS[outcome]} with {metrics}; kept {files}."
 
 
 def task(cfg: DictConfig) -> dict:
