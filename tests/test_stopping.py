@@ -73,3 +73,23 @@ def test_a_second_signal_does_not_cut_saving_short():
             proc.kill()
     assert proc.returncode == 0 and "saved SIGINT" in out
     assert "Traceback" not in err
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    """``nohup`` starts a command with SIGHUP ignored: a closed terminal must not stop it."""
+    code = SCRIPT.format(src=str(REPO_ROOT / "src"), saving=0.0)
+    code = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + code
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_line(proc, "training")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still training
+        proc.send_signal(signal.SIGTERM)
+        wait_line(proc, "interrupted SIGTERM 143")
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "saved SIGTERM" in out

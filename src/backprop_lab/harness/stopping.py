@@ -100,7 +100,8 @@ def _handler(signum: int, frame) -> None:
 
 
 def install(*, raising: bool = True) -> bool:
-    """Handle the stop signals in this process (main thread only; False elsewhere).
+    """Handle the stop signals in this process (main thread only; False elsewhere); those
+    it ignores stay ignored.
 
     ``raising``: raise :class:`Interrupted` on the first signal outside :func:`deferred`
     (single runs); False records it only (the launching process of a sweep).
@@ -108,7 +109,10 @@ def install(*, raising: bool = True) -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _handler)
+        # A signal the process was started ignoring stays ignored (`nohup` ignores SIGHUP, a
+        # non-interactive shell's background jobs SIGINT), as Python itself does for SIGINT.
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, _handler)
     _state.installed = True
     _state.raising = raising
     return True
