@@ -261,6 +261,12 @@ def test_a_diverging_mse_run_is_reported_diverged_with_its_histograms(run_cli, s
     assert np.isfinite(saved["edges"]).all() and saved["counts"].sum() > 0
     assert {"histograms.npz", "figures/curves.png"} <= artifact_paths(client, bad.info.run_id)
 
+    # The sweep's report (figures and summary of both runs, inf losses included).
+    from backprop_lab.analysis.report import main as report
+
+    assert report(["--uri", store, "--out", str(tmp_path / "report"), "--no-log"]) == 0
+    assert "lr1000000.0" in (tmp_path / "report" / "summary.md").read_text()
+
 
 def test_epochs_too_large_for_memory_is_rejected_before_any_run(run_cli, store, tmp_path):
     result = run_cli("epochs=10000000000", f"tracking.uri={store}")
