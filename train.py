@@ -13,10 +13,14 @@ import sys
 from pathlib import Path
 
 try:
-    from backprop_lab.harness.app import main
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    from backprop_lab.harness.app import main
+    try:
+        from backprop_lab.harness.app import main
+    except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+        from backprop_lab.harness.app import main
+except KeyboardInterrupt:  # Ctrl-C while importing: nothing exists yet
+    sys.stderr.write("\nInterrupted by SIGINT: stopped before any run was created.\n")
+    raise SystemExit(130) from None
 
 if __name__ == "__main__":
     main()

@@ -171,7 +171,7 @@ def test_composition_errors_are_hydras_own(override: str, message: str) -> None:
         ("epochs=-1", "epochs=-1: epochs must be an integer >= 0; got -1"),
         ("histogram_every=-2", "histogram_every=-2: histogram_every must be >= 0"),
         # What only the harness knows.
-        ("model=deep model.depth=0", "model.depth=0: must be a positive integer"),
+        ("model=deep model.depth=0", "model.depth=0: must be an integer from 1 to 10000"),
         ("tracking.log_every=0", "tracking.log_every=0: must be a positive integer"),
         ("threads=0", "threads=0: must be a positive integer"),
     ],

@@ -37,6 +37,10 @@ OUTPUT_DIR_TAG = "backprop_lab.output_dir"  # the job's Hydra folder
 N_JOBS_TAG = "backprop_lab.n_jobs"
 SWEPT_KEYS_TAG = "backprop_lab.swept_keys"
 PARENT_TAG = "mlflow.parentRunId"
+#: "<host> <pid> <process start>" of the process that writes the run (tracking/orphans.py)
+PROCESS_TAG = "backprop_lab.process"
+#: milliseconds since the epoch, refreshed while the run's process lives (tracking/heartbeat.py)
+HEARTBEAT_TAG = "backprop_lab.heartbeat"
 #: outcome -> MLflow run status
 STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
 

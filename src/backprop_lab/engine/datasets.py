@@ -66,6 +66,18 @@ class Dataset:
     def default_output(self) -> str:
         return "sigmoid_bce" if self.n_outputs == 1 else "softmax_ce"
 
+    def one_hot(self) -> Dataset:
+        """The same data with one-hot targets (k = C rows) also for two classes, as a softmax
+        output needs: a (1, n) 0/1 row y becomes the rows (1 - y, y)."""
+        if self.n_outputs != 1:
+            return self
+
+        def rows(Y: Array) -> Array:
+            return np.ascontiguousarray(np.vstack([1 - Y, Y]))
+
+        return Dataset(self.name, self.X_train, rows(self.Y_train), self.X_val,
+                       rows(self.Y_val), self.n_classes)
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name}: {self.n_features} features, {self.n_classes} classes, "
@@ -182,6 +194,10 @@ def _breast_cancer() -> object:
     return load_breast_cancer()
 
 
+#: Generated sets hold every sample in memory several times (raw, split, standardized).
+MAX_SAMPLES_PER_CLASS = 10_000_000
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     make: Callable[..., tuple[Array, Array]]
@@ -243,6 +259,9 @@ def load_dataset(
     noise = spec.noise if noise is None else noise
     if n is not None and n < 1:
         raise ValueError(f"n_samples must be at least 1 (per class); got {n}")
+    if n is not None and n > MAX_SAMPLES_PER_CLASS:
+        raise ValueError(f"n_samples must be at most {MAX_SAMPLES_PER_CLASS:,} (per class); "
+                         f"got {n}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0; got {noise}")
     if not 0.0 <= val_fraction < 1.0:

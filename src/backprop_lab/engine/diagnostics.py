@@ -179,7 +179,27 @@ class DiagnosticsRecorder:
                 ("grads", net.grads[a:b]),
                 ("activations", ws.A[net.layer_rows(l)]),
             ):
-                finite = values[np.isfinite(values)]
-                counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
+                counts, edges = finite_histogram(values)
                 out.append(Histogram(epoch, l + 1, kind, counts, edges))
         return out
+
+
+def finite_histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """(counts (bins,), edges (bins + 1,)) of the finite ``values``; inf and NaN are left out.
+
+    Edges are made here, not by ``np.histogram``: the finite values of a diverging network can
+    span more than the largest float (-1e308 .. 1e308), where numpy cannot make finite bins.
+    """
+    finite = values[np.isfinite(values)].astype(np.float64, copy=False)
+    if finite.size == 0:
+        return np.zeros(bins, dtype=np.int64), np.linspace(0.0, 1.0, bins + 1)
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    # Halved ends, then doubled: the span of halves never overflows, and halving and doubling
+    # are exact, so the outer edges are lo and hi themselves.
+    edges = np.linspace(lo / 2, hi / 2, bins + 1) * 2
+    edges[0], edges[-1] = lo, hi
+    counts, _ = np.histogram(finite, bins=edges)
+    return counts, edges

@@ -30,6 +30,7 @@ import numpy as np
 
 from backprop_lab.engine.activations import Activation, get_activation
 from backprop_lab.engine.initializers import RandomSource, get_initializer, resolve_init
+from backprop_lab.engine.limits import budget, gib
 from backprop_lab.engine.losses import OutputHead, get_output
 
 Array = np.ndarray
@@ -102,6 +103,13 @@ class MLP:
 
         fans = list(zip(sizes[:-1], sizes[1:]))
         n_weights = sum(i * o for i, o in fans)
+        # Parameters, gradients and up to two optimizer states, plus the diagnostics' copy.
+        needed = 5 * self.dtype.itemsize * (n_weights + sum(sizes[1:]))
+        if needed > budget():
+            raise ValueError(
+                f"a network with layer widths {sizes} has {n_weights + sum(sizes[1:])} "
+                f"parameters, which need {gib(needed)} with their gradients and optimizer "
+                f"state: more than a quarter of this machine's memory ({gib(budget() * 4)})")
         self.n_weights = n_weights
         self.params = np.zeros(n_weights + sum(sizes[1:]), dtype=self.dtype)
         self.grads = np.zeros_like(self.params)

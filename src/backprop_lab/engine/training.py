@@ -27,6 +27,7 @@ import numpy as np
 from backprop_lab.engine.datasets import Dataset
 from backprop_lab.engine.diagnostics import DiagnosticsRecorder, Histogram
 from backprop_lab.engine.history import History
+from backprop_lab.engine.limits import budget, gib
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import Optimizer
 
@@ -53,12 +54,38 @@ class TrainResult:
         return f"TrainResult({self.status}{where}, {self.epochs_run} epochs, loss {loss:.4g})"
 
 
+def history_bytes(net: MLP, data: Dataset, epochs: int, diagnostics: bool = True) -> int:
+    """Bytes of the preallocated History of a run (epochs + 1 rows of float64 per metric)."""
+    metrics = (4 if data.n_val else 2) + (9 * net.n_layers if diagnostics else 0)
+    return (int(epochs) + 1) * (metrics + 1) * 8  # + 1: the tracker's time stamp per row
+
+
 def check_arguments(net: MLP, data: Dataset, epochs: int, batch_size: int | None,
-                    histogram_every: int) -> None:
-    """The checks ``train`` makes before it starts; a ValueError names the bad argument."""
+                    histogram_every: int, *, diagnostics: bool = True) -> None:
+    """The checks ``train`` makes before it starts; a ValueError names the bad argument.
+
+    The History is preallocated (a row per epoch), so ``epochs`` is also bounded by memory:
+    the history may take at most a quarter of the machine's physical memory.
+    """
     every = histogram_every
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
+    limit = budget()
+    needed = history_bytes(net, data, epochs, diagnostics)
+    if needed > limit:
+        per_epoch = history_bytes(net, data, 0, diagnostics)
+        raise ValueError(
+            f"too many epochs: the history of {epochs} epochs needs {gib(needed)} "
+            f"({per_epoch} bytes an epoch); at most {limit // per_epoch - 1} epochs fit in a "
+            f"quarter of this machine's memory ({gib(limit * 4)})")
+    # Forward/backward workspaces: activations, pre-activations, errors of every unit on every
+    # training (and validation) sample.
+    needed = 4 * net.dtype.itemsize * sum(net.sizes) * (data.n_train + data.n_val)
+    if needed > limit:
+        raise ValueError(
+            f"the network's workspaces on {data.n_train + data.n_val} samples (n_samples) x "
+            f"{sum(net.sizes)} units (layer widths) need {gib(needed)}, more than a quarter of "
+            f"this machine's memory ({gib(limit * 4)})")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(
             f"batch_size must be a positive integer or None (full batch); got {batch_size!r}"
@@ -112,7 +139,7 @@ def train(
             spaced training samples, fixed for the run (full batch: the whole training set).
             Loss and accuracy are always measured on the whole training set.
     """
-    check_arguments(net, data, epochs, batch_size, histogram_every)
+    check_arguments(net, data, epochs, batch_size, histogram_every, diagnostics=diagnostics)
     if probe_size < 1:
         raise ValueError(f"probe_size must be a positive integer; got {probe_size!r}")
     X, Y = _as(net, data.X_train), _as(net, data.Y_train)

@@ -14,10 +14,9 @@ status at the end.
 
 from __future__ import annotations
 
-import json
 import logging
+import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hydra.errors import CompactHydraException
@@ -27,9 +26,9 @@ from backprop_lab.contract import (
     CONF_DIR,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
-    SUMMARY_FILE,
     telemetry_off,
 )
+from backprop_lab.harness import stopping
 from backprop_lab.harness.build import Built, build, derived_params
 from backprop_lab.harness.config import (
     ConfigError,
@@ -37,13 +36,11 @@ from backprop_lab.harness.config import (
     register_configs,
     to_plain,
 )
+from backprop_lab.harness.ending import Ending, finish, job_summary, wrap_up
 from backprop_lab.harness.job_context import JobContext
-from backprop_lab.harness.progress import ProgressBar, grad_ratio, summary_line
-from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
+from backprop_lab.harness.progress import ProgressBar
 
 if TYPE_CHECKING:
-    from backprop_lab.engine.diagnostics import Histogram
-    from backprop_lab.engine.history import History
     from backprop_lab.tracking.run_tracker import RunTracker
 
 telemetry_off()  # MLflow is imported lazily, always after this
@@ -58,75 +55,73 @@ class RunFailed(CompactHydraException):
     """A single run that raised or diverged (its MLflow run is already marked FAILED)."""
 
 
-@dataclass
-class Ending:
-    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
-
-    outcome: str
-    reason: str | None = None
-    history: History | None = None
-    histograms: list[Histogram] = field(default_factory=list)
-
-
-def _summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
-             seconds: float, n_layers: int | None) -> dict:
-    """The job's summary.json: what the sweep's table and runs.csv show."""
-    history, outcome, reason = ending.history, ending.outcome, ending.reason
-    final = history.final() if history is not None else {}
-    return {
-        "sweep_id": ctx.sweep_id,
-        "job_num": ctx.job_num,
-        "run_name": ctx.run_name,
-        "overrides": ctx.overrides,
-        "activation": cfg.activation.name,
-        "outcome": outcome,
-        "failure_reason": reason,
-        "run_id": run_id,
-        "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
-        "seconds": seconds,
-        "n_layers": n_layers,
-        "train_loss": final.get("train/loss"),
-        "train_accuracy": final.get("train/accuracy"),
-        "val_loss": final.get("val/loss"),
-        "val_accuracy": final.get("val/accuracy"),
-        "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
-        "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
-                            if n_layers and history is not None and history.n_rows else None),
-    }
-
-
-def _finish(ctx: JobContext, summary: dict) -> dict:
-    ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-    print(summary_line(summary), flush=True)
-    return summary
-
-
 def train_and_track(cfg: DictConfig) -> dict:
-    """Run one job (see the module docstring); returns its summary (also in summary.json)."""
+    """Run one job (see the module docstring); returns its summary (also in summary.json).
+
+    A stop signal (SIGINT, SIGTERM, SIGHUP: harness/stopping.py) during training ends the run
+    KILLED with everything recorded so far; a single run then raises
+    :class:`~backprop_lab.harness.stopping.Interrupted` carrying one line that says what was
+    kept, a sweep's job returns its summary (the sweep stops starting jobs).
+    """
+    with stopping.handled():
+        return _train_and_track(cfg)
+
+
+def _stopped_before_start(ctx: JobContext) -> str | None:
+    """The signal that stopped this job's sweep before the job started (None: not stopped)."""
+    if not ctx.multirun:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep_dir = HydraConfig.get().sweep.dir if HydraConfig.initialized() else None
+    return stopping.sweep_stopped(sweep_dir, ctx.sweep_id) or (
+        stopping.received() if ctx.in_launching_process else None)
+
+
+def _train_and_track(cfg: DictConfig) -> dict:
     from threadpoolctl import threadpool_limits
 
     from backprop_lab.engine.training import train
 
     ctx = JobContext.current(cfg)
+    if not ctx.in_launching_process:
+        stopping.reset()  # a reused worker: a previous sweep's stop is not this job's
     tic = time.perf_counter()
+
+    def without_run(outcome: str, reason: str) -> dict:
+        """The summary of a job that ends before its run exists."""
+        return finish(ctx, job_summary(ctx, cfg, Ending(outcome, reason), None,
+                                       time.perf_counter() - tic, None))
+
+    signame = _stopped_before_start(ctx)
+    if signame is not None:
+        return without_run("killed", f"not started: the sweep was stopped by {signame}")
     try:
         built = build(cfg)
     except (ConfigError, ValueError) as exc:
         if not ctx.multirun:
             raise BadConfig(f"Invalid config: {exc}") from None
-        return _finish(ctx, _summary(ctx, cfg, Ending("failed", f"invalid config: {exc}"),
-                                     None, 0.0, None))
+        return without_run("failed", f"invalid config: {exc}")
 
-    tracker = None
+    tracker, heartbeat = None, None
     if cfg.tracking.enabled:
-        tracker = _start_tracking(cfg, ctx, built)
+        with stopping.deferred():  # a signal here is acted on once the run exists
+            try:
+                tracker = _start_tracking(cfg, ctx, built)
+            except Exception as exc:
+                from backprop_lab.tracking.store import store_problem
+
+                reason = f"could not create the MLflow run: {store_problem(exc)}"
+                if not ctx.multirun:
+                    raise RunFailed(reason) from None
+                return without_run("failed", reason)
+            heartbeat = _heartbeat(tracker)
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
     holder = _HistoryHolder()
-    ending, result, error = Ending("failed"), None, None
+    ending, result, error, interrupted = Ending("failed"), None, None, None
     try:
-        with threadpool_limits(limits=cfg.threads):
+        with stopping.interruptible(), threadpool_limits(limits=cfg.threads):
             result = train(built.net, built.dataset, built.optimizer, epochs=cfg.epochs,
                            batch_size=built.batch_size, callbacks=[holder, *callbacks],
                            diagnostics=cfg.diagnostics, histogram_every=cfg.histogram_every,
@@ -134,11 +129,12 @@ def train_and_track(cfg: DictConfig) -> dict:
         ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
             ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or a Ray cancel
         bar.close()
-        _wrap_up(cfg, ctx, built, Ending("killed", "interrupted (KeyboardInterrupt)",
-                                         holder.history), tracker, figures=False)
-        raise
+        interrupted = _signal_name(exc, ctx)
+        rows = holder.history.n_rows if holder.history is not None else 0
+        ending = Ending("killed", f"interrupted by {interrupted} after {max(rows - 1, 0)} "
+                                  "epochs", holder.history)
     except Exception as exc:  # recorded as FAILED; re-raised below for a single run
         bar.close()
         ending = Ending("failed", f"{type(exc).__name__}: {exc}", holder.history)
@@ -147,15 +143,47 @@ def train_and_track(cfg: DictConfig) -> dict:
             log.error("run %s failed", ctx.run_name, exc_info=True)
 
     figures = cfg.figures if cfg.figures is not None else not ctx.multirun
-    _wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
-    summary = _finish(ctx, _summary(ctx, cfg, ending, tracker.run_id if tracker else None,
-                                    time.perf_counter() - tic, built.net.n_layers))
+    if interrupted is not None:
+        figures = False  # stopping should be quick
+    with stopping.deferred():
+        if heartbeat is not None:
+            heartbeat.stop()
+        kept = wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
+        run_id = tracker.run_id if tracker else None
+        summary = finish(ctx, job_summary(ctx, cfg, ending, run_id, time.perf_counter() - tic,
+                                          built.net.n_layers))
+    if interrupted is not None:
+        line = f"Interrupted by {interrupted}: {kept}"
+        if not ctx.multirun:
+            raise stopping.Interrupted(interrupted, line)
+        print(line, flush=True)
+        return summary
     if not ctx.multirun:
         if error is not None:
             raise error
         if ending.outcome != "finished":
-            raise RunFailed(f"Run {ctx.run_name} {ending.outcome}: {ending.reason}")
+            raise RunFailed(f"Run {ctx.run_name} {ending.outcome}: {ending.reason}. {kept}")
     return summary
+
+
+def _signal_name(exc: KeyboardInterrupt, ctx: JobContext) -> str:
+    """The stop signal behind a KeyboardInterrupt: its own, the sweep's (a Ray task cancelled
+    by the launching process), or SIGINT."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = getattr(exc, "signame", None)
+    if ctx.multirun and not ctx.in_launching_process and HydraConfig.initialized():
+        # A worker: what stopped the sweep (a Ray task is cancelled with a SIGINT of its own).
+        found = stopping.sweep_stopped(HydraConfig.get().sweep.dir, ctx.sweep_id)
+        if found and found != name:
+            return f"{found} (the sweep was stopped)"
+    return name or "SIGINT"
+
+
+def _heartbeat(tracker: RunTracker):
+    from backprop_lab.tracking import Heartbeat
+
+    return Heartbeat(tracker.backend, tracker.run_id).start()
 
 
 class _HistoryHolder:
@@ -188,40 +216,6 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
                                log_every=cfg.tracking.log_every)
 
 
-def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
-             tracker: RunTracker | None, *, figures: bool) -> None:
-    """Flush metrics first (the most valuable), then outputs and artifacts, then the status."""
-    import warnings
-
-    from backprop_lab import tracking
-
-    history = ending.history
-    if tracker is not None:
-        try:
-            if history is not None:
-                tracker.attach(history)
-            tracker.flush(final=True)
-            tracker.backend.flush()
-        except Exception as exc:  # keep going: the outputs still matter
-            warnings.warn(f"could not flush metrics to MLflow: {exc}", stacklevel=2)
-    tic = time.perf_counter()
-    try:
-        save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
-                     figures=figures, title=ctx.run_name)
-    except Exception as exc:
-        warnings.warn(f"could not save the run's outputs: {exc}", stacklevel=2)
-    if tracker is None:
-        return
-    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
-    try:
-        if cfg.tracking.log_artifacts:
-            tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
-        timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
-    finally:
-        tracking.end_run(tracker.backend.uri, tracker.run_id, ending.outcome, ending.reason,
-                         timings)
-
-
 def task(cfg: DictConfig) -> dict:
     """Hydra's task function (module level, so launcher workers can import it)."""
     return train_and_track(cfg)
@@ -238,4 +232,15 @@ def main() -> None:
         "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
         category=UserWarning)
     register_configs()
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
+    stopping.install(raising=True)
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: one line, no traceback
+        name = getattr(exc, "signame", "SIGINT")
+        message = getattr(exc, "message", None) or "stopped before any run was created."
+        if not message.startswith("Interrupted"):
+            message = f"Interrupted by {name}: {message}"
+        sys.stderr.write(f"\n{message}\n")
+        sys.stderr.flush()
+        status = exc.exit_status if isinstance(exc, stopping.Interrupted) else 130
+        raise SystemExit(status) from None

@@ -76,7 +76,12 @@ def build(cfg: DictConfig) -> Built:
 
     validate(cfg)  # what the engine cannot check (BLAS threads, tracking)
     dtype = np.dtype(cfg.dtype.name)
-    data_rng, init_rng, shuffle_rng = random_streams(cfg)
+    try:
+        data_rng, init_rng, shuffle_rng = random_streams(cfg)
+    except (ValueError, TypeError, OverflowError) as exc:  # numpy's words name no key
+        high = "2**32 - 1" if cfg.rng.name == "legacy" else "any size"
+        raise ConfigError(f"seed={cfg.seed}: must be an integer >= 0 (rng={cfg.rng.name}: up "
+                          f"to {high}); numpy says: {exc}") from None
     try:
         ds = load_dataset(cfg.dataset.name, n_samples=cfg.dataset.n_samples,
                           noise=cfg.dataset.noise, val_fraction=cfg.dataset.val_fraction,
@@ -84,10 +89,13 @@ def build(cfg: DictConfig) -> Built:
     except ValueError as exc:
         raise engine_error(exc, cfg, [f"dataset.{k}" for k in cfg.dataset]) from None
     output = cfg.model.output.name
+    output = ds.default_output if output == "auto" else output
+    if output == "softmax_ce":  # a softmax over two classes needs two target rows
+        ds = ds.one_hot()
     try:
         net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
                   activation=cfg.activation.name,
-                  output=ds.default_output if output == "auto" else output,
+                  output=output,
                   init=cfg.model.init.name, rng=init_rng, dtype=dtype)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
@@ -95,10 +103,13 @@ def build(cfg: DictConfig) -> Built:
     hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
     try:
         optimizer = make_optimizer(cfg.optimizer.name, **hyper)
-        check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every)
+        check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every,
+                        diagnostics=cfg.diagnostics)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["epochs", "histogram_every",
-                                      *(f"optimizer.{k}" for k in cfg.optimizer)]) from None
+                                      *(f"optimizer.{k}" for k in cfg.optimizer),
+                                      *(f"dataset.{k}" for k in cfg.dataset),
+                                      *(f"model.{k}" for k in cfg.model)]) from None
     return Built(ds, net, optimizer, shuffle_rng, cfg.optimizer.batch_size)
 
 

@@ -26,7 +26,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from backprop_lab.contract import N_JOBS_TAG, ROLE_TAG, SWEPT_KEYS_TAG
+from backprop_lab.harness import stopping
 from backprop_lab.harness.job_context import (
+    ENV_LAUNCHER_PID,
     ENV_PARENT_RUN_ID,
     ENV_SWEEP_ID,
     ENV_SWEPT_KEYS,
@@ -123,6 +125,17 @@ def check_job(cfg: DictConfig, label: str = "") -> None:
         _fail(f"{label}Invalid config: {exc}")
 
 
+#: The heartbeat of each parent run this process writes, by run id: kept out of the callback,
+#: which Hydra pickles into every joblib or Ray job.
+_HEARTBEATS: dict[str, Any] = {}
+
+
+def _stop_heartbeat(run_id: str) -> None:
+    heartbeat = _HEARTBEATS.pop(run_id, None)
+    if heartbeat is not None:
+        heartbeat.stop()
+
+
 class TrackingCallback(Callback):
     """See the module docstring. Registered in conf/config.yaml under ``hydra.callbacks``."""
 
@@ -134,6 +147,7 @@ class TrackingCallback(Callback):
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ[ENV_LAUNCHER_PID] = str(os.getpid())
         cfg = task_config(config)
         check_job(cfg)
         self._preflight(config, cfg)
@@ -142,6 +156,10 @@ class TrackingCallback(Callback):
 
     # -- multirun ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ[ENV_LAUNCHER_PID] = str(os.getpid())
+        # The launching process never raises on a signal: it stops starting jobs, passes the
+        # signal on to the jobs running, and ends the sweep with its table (stopping.py).
+        stopping.install(raising=False)
         expanded = sweep_jobs(config)
         if expanded is None:
             jobs, swept = [], []
@@ -155,6 +173,12 @@ class TrackingCallback(Callback):
         self.n_jobs = len(jobs)
         self.sweep_id = uuid.uuid4().hex
         os.environ[ENV_SWEEP_ID] = self.sweep_id
+        sweep_dir, sweep_id = Path(config.hydra.sweep.dir), self.sweep_id
+        stopping.on_stop(lambda name: stopping.request_sweep_stop(sweep_dir, sweep_id, name))
+        if str(config.hydra.launcher.get("_target_", "")).endswith("JoblibLauncher"):
+            stopping.on_stop(stopping.forward_to_workers)
+        if stopping.received():  # a signal while the jobs were checked
+            stopping.request_sweep_stop(sweep_dir, sweep_id, stopping.received())
         os.environ[ENV_SWEPT_KEYS] = json.dumps(swept)
         print(f"Sweep of {self.n_jobs or 'an unknown number of'} jobs"
               + (f" over {', '.join(swept)}" if swept else ""), flush=True)
@@ -180,6 +204,7 @@ class TrackingCallback(Callback):
             **tracking.git_tags(),
         }
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
+        _HEARTBEATS[self.parent_run_id] = tracking.start_heartbeat(self.uri, self.parent_run_id)
         os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
         atexit.register(self._end_parent_if_open)
         print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
@@ -202,6 +227,7 @@ class TrackingCallback(Callback):
             print(f"Figures:      python -m backprop_lab.harness.run_figures {example}")
         problems = len(failed) + missing
         sweep_dir = Path(config.hydra.sweep.dir)
+        signame = stopping.received()
         if summaries:
             write_runs_csv(summaries, sweep_dir / "runs.csv")
         if self.parent_run_id:
@@ -212,10 +238,17 @@ class TrackingCallback(Callback):
                 self.parent_run_id,
                 [ArtifactSpec(sweep_dir / name) for name in ("runs.csv", "multirun.yaml")])
             total = self.n_jobs or len(summaries)
-            reason = f"{problems} of {total} jobs failed" if problems else None
-            end_run(self.uri, self.parent_run_id, "failed" if problems else "finished", reason,
+            reason = f"{problems} of {total} jobs did not finish" if problems else None
+            outcome = "failed" if problems else "finished"
+            if signame:
+                outcome, reason = "killed", f"interrupted by {signame}; {reason or 'no job lost'}"
+            _stop_heartbeat(self.parent_run_id)
+            end_run(self.uri, self.parent_run_id, outcome, reason,
                     extra_tags={"backprop_lab.n_failed": str(problems)})
             self.parent_run_id = None
+        if self.sweep_id:
+            stopping.stop_file(sweep_dir, self.sweep_id).unlink(missing_ok=True)
+        stopping.clear_callbacks()
         for key in (ENV_SWEEP_ID, ENV_PARENT_RUN_ID, ENV_SWEPT_KEYS):
             os.environ.pop(key, None)
         if problems:
@@ -226,6 +259,12 @@ class TrackingCallback(Callback):
             sys.stderr.write(f"\n{problems} of {self.n_jobs or len(summaries)} jobs did not "
                              "finish:\n" + "\n".join(lines) + "\n")
             sys.stderr.flush()
+        if signame:
+            sys.stderr.write(f"Interrupted by {signame}: every job's run ended (KILLED if it "
+                             "was running, not started otherwise); kept what they recorded.\n")
+            sys.stderr.flush()
+            raise SystemExit(stopping.Interrupted(signame).exit_status)
+        if problems:
             raise SystemExit(1)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -245,22 +284,31 @@ class TrackingCallback(Callback):
 
     def _prepare_store(self, cfg: DictConfig, base_dir: str) -> str:
         from backprop_lab import tracking
+        from backprop_lab.tracking.orphans import repair_on_open
+        from backprop_lab.tracking.store import store_problem
 
         self.uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base_dir)
         try:
-            return tracking.ensure_experiment(self.uri, cfg.tracking.experiment,
-                                              cfg.tracking.artifact_location)
+            experiment_id = tracking.ensure_experiment(self.uri, cfg.tracking.experiment,
+                                                       cfg.tracking.artifact_location)
         except Exception as exc:
-            _fail(f"cannot open the MLflow store {self.uri}: {exc}")
+            _fail(f"cannot open the MLflow store {self.uri}: {store_problem(exc)}")
             raise  # unreachable; keeps type checkers quiet
+        repair_on_open(tracking.open_store(self.uri), experiment_id)
+        return experiment_id
 
     def _end_parent_if_open(self) -> None:
-        """At exit after Ctrl-C or a crash, the sweep's parent run is KILLED, not left RUNNING."""
+        """At exit after a stop signal or a crash, the sweep's parent run is KILLED (or FAILED),
+        not left RUNNING."""
         if self.parent_run_id and self.uri:
             from backprop_lab.tracking import end_run
 
+            _stop_heartbeat(self.parent_run_id)
+            signame = stopping.received()
+            outcome, reason = (("killed", f"the sweep was interrupted by {signame}") if signame
+                               else ("failed", "the sweep's launching process failed"))
             try:
-                end_run(self.uri, self.parent_run_id, "killed", "the sweep was interrupted")
+                end_run(self.uri, self.parent_run_id, outcome, reason)
             except Exception:  # nothing more to do at exit
                 pass
             self.parent_run_id = None

@@ -160,6 +160,10 @@ def register_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> None:
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
+#: Deeper than any study here; the list of widths is built before the engine sees it.
+MAX_DEPTH = 10_000
+
+
 class ConfigError(ValueError):
     """A config value that composes but makes no sense (e.g. a negative learning rate)."""
 
@@ -194,8 +198,8 @@ def validate(cfg: DictConfig) -> None:
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
             # there, just no hidden layer.
-            ("model.depth", "depth" not in cfg.model or cfg.model.depth >= 1,
-             "must be a positive integer"),
+            ("model.depth", "depth" not in cfg.model or 1 <= cfg.model.depth <= MAX_DEPTH,
+             f"must be an integer from 1 to {MAX_DEPTH}"),
         )
         if not ok
     ]

@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 ENV_SWEEP_ID = "BACKPROP_LAB_SWEEP_ID"
 ENV_PARENT_RUN_ID = "BACKPROP_LAB_PARENT_RUN_ID"
 ENV_SWEPT_KEYS = "BACKPROP_LAB_SWEPT_KEYS"
+#: The pid of the process that runs Hydra's callbacks (jobs elsewhere are in worker processes).
+ENV_LAUNCHER_PID = "BACKPROP_LAB_LAUNCHER_PID"
 
 GROUPS = ("dataset", "model", "optimizer", "tracking", "experiment")
 # Keys that say how a run is recorded or shown, not what it trains: left out of run names.
@@ -64,6 +66,11 @@ class JobContext:
     sweep_id: str | None = None
     parent_run_id: str | None = None
     show_progress: bool = True
+
+    @property
+    def in_launching_process(self) -> bool:
+        """True unless the job runs in a worker process (joblib, Ray)."""
+        return os.environ.get(ENV_LAUNCHER_PID, str(os.getpid())) == str(os.getpid())
 
     @classmethod
     def current(cls, cfg: DictConfig) -> JobContext:

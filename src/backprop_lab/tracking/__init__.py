@@ -31,6 +31,7 @@ from backprop_lab.contract import (
     default_tracking_uri,
     telemetry_off,
 )
+from backprop_lab.tracking.heartbeat import Heartbeat, start_tags
 from backprop_lab.tracking.run_tracker import RunTracker
 from backprop_lab.tracking.store import (
     ArtifactSpec,
@@ -40,8 +41,9 @@ from backprop_lab.tracking.store import (
 
 telemetry_off()  # MLflow is imported lazily, always after this
 
-__all__ = ["ArtifactSpec", "RunTracker", "create_run", "end_run", "ensure_experiment",
-           "open_store", "resolve_tracking_uri", "sqlite_path"]
+__all__ = ["ArtifactSpec", "Heartbeat", "RunTracker", "create_run", "end_run",
+           "ensure_experiment", "open_store", "resolve_tracking_uri", "sqlite_path",
+           "start_heartbeat"]
 
 
 
@@ -137,9 +139,10 @@ def create_run(
     tags: Mapping[str, str] = (),
     parent_run_id: str | None = None,
 ) -> str:
-    """Create a RUNNING run (a child of ``parent_run_id`` if given) with its params and tags;
-    return its id."""
-    tags = {"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL", **dict(tags)}
+    """Create a RUNNING run (a child of ``parent_run_id`` if given) with its params and tags
+    (and the heartbeat tags of this process: tracking/heartbeat.py); return its id."""
+    tags = {"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL", **start_tags(),
+            **dict(tags)}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
     return open_store(uri).create_run(experiment_id, run_name, dict(params), tags)
@@ -150,3 +153,8 @@ def end_run(uri: str, run_id: str, outcome: str, reason: str | None = None,
     """Tag the outcome (and the reason of a failure) and mark the run terminated."""
     tags = {OUTCOME_TAG: outcome, **({REASON_TAG: reason} if reason else {}), **dict(extra_tags)}
     open_store(uri).end_run(run_id, STATUS[outcome], tags)
+
+
+def start_heartbeat(uri: str, run_id: str) -> Heartbeat:
+    """Refresh the run's heartbeat from a daemon thread until ``.stop()`` (before end_run)."""
+    return Heartbeat(open_store(uri), run_id).start()

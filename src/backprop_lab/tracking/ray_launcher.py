@@ -211,6 +211,31 @@ def sweep_job(hydra_context, sweep_config: DictConfig, task_function, singleton_
     return _run_job(hydra_context, sweep_config, task_function, singleton_state)
 
 
+def _gather(ray, refs: list) -> list[JobReturn]:
+    """The jobs' results, in order. On a stop signal (SIGINT, SIGTERM, SIGHUP: the launching
+    process only records it, harness/stopping.py) every job is cancelled: one running gets a
+    KeyboardInterrupt and ends its run KILLED, one not started never starts. Results of
+    cancelled jobs are left out (their summary.json files, when they have one, still count)."""
+    from backprop_lab.harness import stopping
+
+    cancelled = False
+    waiting = list(refs)
+    while waiting:
+        if stopping.received() and not cancelled:
+            for ref in waiting:
+                ray.cancel(ref)
+            cancelled = True
+        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+    results = []
+    for ref in refs:
+        try:
+            results.append(ray.get(ref))
+        except Exception:
+            if not cancelled:
+                raise
+    return results
+
+
 def launch(launcher, job_overrides: Sequence[Sequence[str]],
            initial_job_idx: int) -> Sequence[JobReturn]:
     """Run the sweep's jobs on Ray for ``launcher``, the plugin object Hydra made from
@@ -248,6 +273,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]],
     if not ray.is_initialized():
         ray.init(**ray_init_kwargs(launcher.ray_cfg.get("init"), loopback=loopback))
         started_here = True
+    # ray.init puts its own SIGTERM handler in place (it logs and exits): ours again, so a
+    # signal stops the sweep the same way as with the other launchers.
+    from backprop_lab.harness import stopping
+
+    stopping.install(raising=False)
     remote_opts = OmegaConf.to_container(launcher.ray_cfg.get("remote") or {}, resolve=True)
     remote_opts = {k: v for k, v in remote_opts.items() if v is not None}
     job = ray.remote(**remote_opts)(sweep_job) if remote_opts else ray.remote(sweep_job)
@@ -266,7 +296,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]],
                 sweep_config.hydra.job.num = num
             refs.append(job.remote(hydra_context, sweep_config, launcher.task_function,
                                    Singleton.get_state(), env, cwd))
-        return [ray.get(ref) for ref in refs]
+        return _gather(ray, refs)
     finally:
         if started_here:
             ray.shutdown()

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlparse
 
 import numpy as np
 
-from backprop_lab.tracking.sqlite_store import deleted_experiment, wait_all
+from backprop_lab.tracking.sqlite_store import deleted_experiment, first_failure, wait_all
 from backprop_lab.tracking.store import text
 
 API = "/api/2.0/mlflow"
@@ -190,10 +190,58 @@ class RestBackend:
                                        f"{raw[:300]!r}")
 
     def end_run(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
-        self.flush()
+        """After the blocks in flight (their errors are :meth:`flush`'s to raise)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()  # waits
         self.set_tags(run_id, tags)
         self._call("POST", "runs/update", {"run_id": run_id, "status": status,
                                            "end_time": int(time.time() * 1000)})
+
+    def running_runs(self, experiment_ids=None) -> list:
+        from backprop_lab.tracking.orphans import RunningRun
+        from backprop_lab.tracking.store import running_run
+
+        if experiment_ids is None:
+            experiment_ids = [e["experiment_id"] for e in self._call(
+                "POST", "experiments/search", {"max_results": 1000}).get("experiments", [])]
+        found, token = [], None
+        while experiment_ids:
+            payload = {"experiment_ids": list(experiment_ids), "max_results": 1000,
+                       "filter": "attributes.status = 'RUNNING'"}
+            if token:
+                payload["page_token"] = token
+            answer = self._call("POST", "runs/search", payload)
+            for run in answer.get("runs", []):
+                info = run["info"]
+                tags = {t["key"]: t.get("value", "") for t in run.get("data", {}).get("tags", [])}
+                found.append(running_run(RunningRun, info["run_id"], info.get("run_name"),
+                                         info["experiment_id"], info.get("start_time"), tags))
+            token = answer.get("next_page_token")
+            if not token:
+                break
+        return found
+
+    def mark_failed(self, run_id: str, tags: Mapping[str, str], status: str = "FAILED") -> bool:
+        info = self._call("GET", "runs/get", query=f"?run_id={run_id}")["run"]["info"]
+        if info.get("status") != "RUNNING":
+            return False
+        self.end_run(run_id, status, tags)
+        return True
+
+    def experiment_id(self, name: str) -> str | None:
+        try:
+            return self._call("GET", "experiments/get-by-name",
+                              query=f"?experiment_name={quote(name)}")["experiment"][
+                "experiment_id"]
+        except RestError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def failure(self) -> BaseException | None:
+        """The error of a block that failed so far, without waiting (None: none)."""
+        return first_failure(self._pending)
 
     def flush(self) -> None:
         """Wait for every metric block sent so far; raise the first error among them."""

@@ -8,6 +8,7 @@ training completed it, so MLflow's "relative time" axis shows the run as it went
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -39,6 +40,7 @@ class RunTracker:
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
         self.seconds_logging = 0.0
+        self.store_failure: BaseException | None = None  # the store's first failed write
 
     def __repr__(self) -> str:
         return f"RunTracker({self.run_id}, {self.values_logged} values logged)"
@@ -54,6 +56,20 @@ class RunTracker:
 
     def on_train_end(self, result) -> None:
         self.flush(final=True)
+
+    def _check_store(self, row: int) -> None:
+        """Once a write has failed (a full disk, a server gone), say so at once and send no
+        more: training goes on, and the job's history.csv keeps every epoch."""
+        failure = getattr(self.backend, "failure", None)
+        error = failure() if failure is not None else None
+        if error is None:
+            return
+        self.store_failure = error
+        sys.stderr.write(
+            f"\nwarning: the MLflow store {self.backend.uri} failed near epoch {row} "
+            f"({type(error).__name__}: {error}); training goes on without logging to it, the "
+            "job's history.csv keeps every epoch\n")
+        sys.stderr.flush()
 
     # -- writing --------------------------------------------------------------------------------
     def attach(self, history) -> None:
@@ -85,14 +101,17 @@ class RunTracker:
         start, stop = self._next_row, int(self.history.n_rows)
         rows = self._rows(stop, final)
         sent = 0
-        if rows.size:
+        if self.store_failure is None:
+            self._check_store(stop)
+        if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
             self.backend.log_metrics(self.run_id, names, rows, values, times)
             sent = values.size
-        self._next_row = max(self._next_row, stop)
+        if self.store_failure is None:
+            self._next_row = max(self._next_row, stop)
         self.values_logged += sent
         self.seconds_logging += time.perf_counter() - tic
         return sent

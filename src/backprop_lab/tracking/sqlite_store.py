@@ -75,6 +75,10 @@ class SchemaMismatch(RuntimeError):
     """The store's schema revision is not the one this module writes."""
 
 
+class UnreadableStore(RuntimeError):
+    """The store's file is not an SQLite database (corrupted, truncated, or another file)."""
+
+
 def schema_revision(schema: str | None = None) -> str:
     """The alembic revision recorded in ``mlflow_schema.sql``."""
     schema = SCHEMA_FILE.read_text() if schema is None else schema
@@ -133,6 +137,12 @@ def create_store(path: Path) -> bool:
         tmp.unlink(missing_ok=True)
 
 
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it has after a full disk)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -158,6 +168,20 @@ def wait_all(futures: Iterable) -> None:
         raise errors[0]
 
 
+def first_failure(pending: list) -> BaseException | None:
+    """The first error among the finished futures of ``pending``, without waiting; finished
+    futures without an error are dropped from the list (it stays short over a long run)."""
+    keep, found = [], None
+    for future in pending:
+        if not future.done():
+            keep.append(future)
+        elif future.exception() is not None:
+            keep.append(future)
+            found = found or future.exception()
+    pending[:] = keep
+    return found
+
+
 def _pairs(run_id: str, items: Mapping[str, str], limit: int | None = None) -> dict:
     """json_each parameters for (key, value) rows of one run."""
     return {"run": run_id, "rows": json.dumps([[k, v[:limit]] for k, v in items.items()])}
@@ -180,9 +204,17 @@ class SqliteStore:
                                    check_same_thread=False)
         try:
             found = self.con.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # a database without MLflow's tables
             self.con.close()
-            raise SchemaMismatch(f"{self.path} is not an MLflow store: {exc}") from exc
+            if "no such table" in str(exc):
+                raise SchemaMismatch(f"{self.path} is not an MLflow store: {exc}") from exc
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            self.con.close()
+            raise UnreadableStore(
+                f"{self.path} is not a readable MLflow store ({exc}); it may be corrupted: "
+                "move it aside (MLflow's UI cannot read it either) or choose another "
+                "tracking.uri") from exc
         expected = schema_revision()
         if found is None or found[0] != expected:
             self.con.close()
@@ -204,7 +236,7 @@ class SqliteStore:
             for sql, parameters in statements:
                 con.execute(sql, parameters)
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         con.execute("COMMIT")
 
@@ -230,8 +262,11 @@ class SqliteStore:
                     con.execute("UPDATE experiments SET artifact_location = ?"
                                 " WHERE experiment_id = ?",
                                 (str(self.path.parent / "mlruns" / str(row[0])), row[0]))
+            else:  # a write that changes nothing: a read-only store fails here, before any run
+                con.execute("UPDATE experiments SET last_update_time = last_update_time"
+                            " WHERE experiment_id = ?", (row[0],))
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         con.execute("COMMIT")
         if row[1] != "active":
@@ -275,6 +310,48 @@ class SqliteStore:
             ("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
              (status, _now_ms(), run_id)),
         ])
+
+    def mark_failed(self, run_id: str, tags: Mapping[str, str], status: str = "FAILED") -> bool:
+        """``status`` with ``tags``, only if the run is still RUNNING (an orphan); True if
+        marked."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            changed = con.execute(
+                "UPDATE runs SET status = ?, end_time = ?"
+                " WHERE run_uuid = ? AND status = 'RUNNING'", (status, _now_ms(), run_id)).rowcount
+            if changed:
+                con.execute(REPLACE_TAGS, _pairs(run_id, tags, TAG_VALUE_LIMIT))
+        except BaseException:
+            _rollback(con)
+            raise
+        con.execute("COMMIT")
+        return bool(changed)
+
+    def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list:
+        """Every active RUNNING run (of ``experiment_ids``, None: all) with its heartbeat tags."""
+        from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
+        from backprop_lab.tracking.orphans import RunningRun
+
+        sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value,"
+               " o.value FROM runs AS r"
+               " LEFT JOIN tags AS p ON p.run_uuid = r.run_uuid AND p.key = ?"
+               " LEFT JOIN tags AS h ON h.run_uuid = r.run_uuid AND h.key = ?"
+               " LEFT JOIN tags AS o ON o.run_uuid = r.run_uuid AND o.key = ?"
+               " WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active'")
+        parameters: list = [PROCESS_TAG, HEARTBEAT_TAG, OUTPUT_DIR_TAG]
+        if experiment_ids is not None:
+            sql += f" AND r.experiment_id IN ({', '.join('?' * len(experiment_ids))})"
+            parameters += [int(i) for i in experiment_ids]
+        rows = self.con.execute(sql + " ORDER BY r.start_time", parameters).fetchall()
+        return [RunningRun(run_id, name or "", str(exp), int(start or 0), process,
+                           int(beat) if beat and beat.isdigit() else None, folder)
+                for run_id, name, exp, start, process, beat, folder in rows]
+
+    def experiment_id(self, name: str) -> str | None:
+        row = self.con.execute("SELECT experiment_id FROM experiments WHERE name = ?"
+                               " AND workspace = ?", (name, WORKSPACE)).fetchone()
+        return None if row is None else str(row[0])
 
     # -- metrics --------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, names: Sequence[str], steps: np.ndarray,

@@ -38,6 +38,7 @@ from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
     deleted_experiment,
+    first_failure,
     local_artifact_dir,
     wait_all,
 )
@@ -90,6 +91,15 @@ class Backend(Protocol):
 
     def flush(self) -> None: ...
 
+    def failure(self) -> BaseException | None: ...
+
+    def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list: ...
+
+    def mark_failed(self, run_id: str, tags: Mapping[str, Any],
+                    status: str = "FAILED") -> bool: ...
+
+    def experiment_id(self, name: str) -> str | None: ...
+
 
 class SqliteBackend:
     """Writes with :class:`~backprop_lab.tracking.sqlite_store.SqliteStore`, on a thread.
@@ -110,9 +120,9 @@ class SqliteBackend:
         self._locations: dict[str, str] = {}  # experiment id -> artifact location
         self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI
 
-    def _write(self, fn, *args) -> Future:
+    def _write(self, fn, *args, always: bool = False) -> Future:
         def guarded():
-            if self._error is None:
+            if self._error is None or always:
                 try:
                     return fn(*args)
                 except BaseException as exc:
@@ -120,7 +130,14 @@ class SqliteBackend:
                     raise
             return None
 
-        future = self._writer.submit(guarded)
+        try:
+            future = self._writer.submit(guarded)
+        except RuntimeError:  # at interpreter exit (atexit handlers): the pool takes no more
+            future = Future()
+            try:
+                future.set_result(guarded())
+            except BaseException as exc:
+                future.set_exception(exc)
         self._pending.append(future)
         return future
 
@@ -131,6 +148,10 @@ class SqliteBackend:
             future.exception()  # waits
         if self._error is not None:
             raise self._error
+
+    def failure(self) -> BaseException | None:
+        """The error of a write that failed so far, without waiting (None: none)."""
+        return self._error
 
     def _call(self, fn, *args):
         """Run ``fn`` on the writer after everything queued before it; return its result."""
@@ -148,8 +169,9 @@ class SqliteBackend:
         run_id = uuid.uuid4().hex
         artifact_uri = self.store.artifact_uri(self._locations[experiment_id], run_id)
         self._artifact_uris[run_id] = artifact_uri
-        self._write(self.store.create_run, run_id, experiment_id, run_name, artifact_uri,
-                    {k: text(v) for k, v in tags.items()}, {k: text(v) for k, v in params.items()})
+        # Waited for: a store that cannot be written fails here, before training starts.
+        self._call(self.store.create_run, run_id, experiment_id, run_name, artifact_uri,
+                   {k: text(v) for k, v in tags.items()}, {k: text(v) for k, v in params.items()})
         return run_id
 
     def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
@@ -172,9 +194,27 @@ class SqliteBackend:
                 self._write(self.store.copy_artifact, spec.local, root, spec.artifact_path)
 
     def end_run(self, run_id, status, tags) -> None:
-        """Queued behind the run's metrics and artifacts; returns once all of them are stored."""
-        self._write(self.store.end_run, run_id, status, {k: text(v) for k, v in tags.items()})
-        self.flush()
+        """Queued behind the run's metrics and artifacts; returns once all of them are stored.
+
+        Made even after an earlier write failed (that error is :meth:`flush`'s to raise): a run
+        must not stay RUNNING because its metrics could not be written.
+        """
+        future = self._write(self.store.end_run, run_id, status,
+                             {k: text(v) for k, v in tags.items()}, always=True)
+        pending, self._pending = self._pending, []
+        for queued in pending:
+            queued.exception()  # waits
+        future.result()
+
+    def running_runs(self, experiment_ids=None) -> list:
+        return self._call(self.store.running_runs, experiment_ids)
+
+    def mark_failed(self, run_id, tags, status: str = "FAILED") -> bool:
+        return self._call(self.store.mark_failed, run_id, {k: text(v) for k, v in tags.items()},
+                          status)
+
+    def experiment_id(self, name: str) -> str | None:
+        return self._call(self.store.experiment_id, name)
 
 
 class MlflowBackend:
@@ -253,14 +293,74 @@ class MlflowBackend:
                 self.client.log_artifact(run_id, str(spec.local), spec.artifact_path)
 
     def end_run(self, run_id, status, tags) -> None:
-        self.flush()
+        """After the metric batches in flight (their errors are :meth:`flush`'s to raise)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()  # waits
         self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
+
+    def running_runs(self, experiment_ids=None) -> list:
+        from backprop_lab.tracking.orphans import RunningRun
+
+        if experiment_ids is None:
+            experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(experiment_ids, "attributes.status = 'RUNNING'",
+                                       max_results=5000) if experiment_ids else []
+        return [running_run(RunningRun, r.info.run_id, r.info.run_name, r.info.experiment_id,
+                            r.info.start_time, r.data.tags) for r in runs]
+
+    def mark_failed(self, run_id, tags, status: str = "FAILED") -> bool:
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return False
+        self.end_run(run_id, status, tags)
+        return True
+
+    def experiment_id(self, name: str) -> str | None:
+        found = self.client.get_experiment_by_name(name)
+        return None if found is None else found.experiment_id
 
     def flush(self) -> None:
         """Wait for every metric batch sent so far; raise the first error among them."""
         pending, self._pending = self._pending, []
         wait_all(pending)
+
+    def failure(self) -> BaseException | None:
+        """The error of a batch that failed so far, without waiting (None: none)."""
+        return first_failure(self._pending)
+
+
+def running_run(make, run_id: str, name: str | None, experiment_id: str, start_time,
+                tags: Mapping[str, str]):
+    """A :class:`~backprop_lab.tracking.orphans.RunningRun` from a run's fields and tags."""
+    from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
+
+    beat = tags.get(HEARTBEAT_TAG)
+    return make(run_id, name or "", str(experiment_id), int(start_time or 0),
+                tags.get(PROCESS_TAG), int(beat) if beat and beat.isdigit() else None,
+                tags.get(OUTPUT_DIR_TAG))
+
+
+def store_problem(exc: BaseException, *, created: bool = False) -> str:
+    """What is wrong with a store, said for a user: the cause first, then the error itself.
+
+    ``created``: the run exists already (else: nothing was created, and the text says so).
+    """
+    import errno
+    import sqlite3
+
+    text = f"{type(exc).__name__}: {exc}"
+    tail = "" if created else "; nothing was created"
+    if (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)) or (
+            isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)):
+        return f"the store's folder is read-only or not writable ({text}){tail}"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc):
+        return f"the disk is full ({text}){tail}"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or (
+            isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET,
+                                                       errno.EHOSTUNREACH, errno.ETIMEDOUT)):
+        return f"the tracking server stopped answering ({text}){tail}"
+    return text + tail
 
 
 def open_store(uri: str) -> Backend:

@@ -1,0 +1,146 @@
+"""How a job ends: its outcome and reason, what is flushed, saved and logged, its summary.
+
+The order is what matters most first: metrics (the run's record) are flushed, then the job's
+folder is written (config, weights, history.csv, histograms, figures), then its files are
+logged as artifacts, then the run is ended with its outcome. A store that fails on the way does
+not stop the rest (:func:`wrap_up`). The summary (summary.json) is what the sweep's table, the
+runs.csv and the orphan check (tracking/orphans.py, for a run that could not be ended in its
+store) read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from backprop_lab.contract import STATUS, SUMMARY_FILE
+from backprop_lab.harness.build import Built
+from backprop_lab.harness.job_context import JobContext
+from backprop_lab.harness.progress import grad_ratio, summary_line
+from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
+
+if TYPE_CHECKING:
+    from backprop_lab.engine.diagnostics import Histogram
+    from backprop_lab.engine.history import History
+    from backprop_lab.tracking.run_tracker import RunTracker
+
+
+@dataclass
+class Ending:
+    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
+
+    outcome: str
+    reason: str | None = None
+    history: History | None = None
+    histograms: list[Histogram] = field(default_factory=list)
+
+
+def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
+             seconds: float, n_layers: int | None) -> dict:
+    """The job's summary.json: what the sweep's table and runs.csv show."""
+    history, outcome, reason = ending.history, ending.outcome, ending.reason
+    final = history.final() if history is not None else {}
+    return {
+        "sweep_id": ctx.sweep_id,
+        "job_num": ctx.job_num,
+        "run_name": ctx.run_name,
+        "overrides": ctx.overrides,
+        "activation": cfg.activation.name,
+        "outcome": outcome,
+        "failure_reason": reason,
+        "run_id": run_id,
+        "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
+        "seconds": seconds,
+        "n_layers": n_layers,
+        "train_loss": final.get("train/loss"),
+        "train_accuracy": final.get("train/accuracy"),
+        "val_loss": final.get("val/loss"),
+        "val_accuracy": final.get("val/accuracy"),
+        "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
+        "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
+                            if n_layers and history is not None and history.n_rows else None),
+    }
+
+
+def finish(ctx: JobContext, summary: dict) -> dict:
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    print(summary_line(summary), flush=True)
+    return summary
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
+def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
+             tracker: RunTracker | None, *, figures: bool) -> str:
+    """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
+
+    A store that fails on the way (full disk, read-only, a server gone) does not stop the rest:
+    the outputs are saved anyway, a finished run becomes FAILED naming the store's error, and
+    the run is still ended. Returns one sentence saying what was kept and where.
+    """
+    from backprop_lab import tracking
+
+    history = ending.history
+    rows = history.n_rows if history is not None else 0
+    store_error: Exception | None = None
+    if tracker is not None:
+        try:
+            if history is not None:
+                tracker.attach(history)
+            tracker.flush(final=True)
+            tracker.backend.flush()
+        except Exception as exc:  # keep going: the outputs still matter
+            store_error = exc
+            _warn(f"could not write metrics to MLflow: {exc}")
+    tic = time.perf_counter()
+    saved = True
+    try:
+        save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
+                     figures=figures, title=ctx.run_name)
+    except Exception as exc:
+        saved = False
+        _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
+    files = (f"{rows} history rows in {ctx.output_dir / 'history.csv'}" if saved and rows
+             else f"outputs in {ctx.output_dir}" if saved
+             else f"no outputs ({ctx.output_dir} could not be written)")
+    if tracker is None:
+        return f"kept {files}."
+    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
+    if cfg.tracking.log_artifacts and store_error is None:
+        try:
+            tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
+            tracker.backend.flush()
+        except Exception as exc:
+            store_error = exc
+            _warn(f"could not log the run's artifacts to MLflow: {exc}")
+    timings["backprop_lab.seconds.outputs"] = f"{time.perf_counter() - tic:.3f}"
+    outcome, reason = ending.outcome, ending.reason
+    if store_error is not None:
+        from backprop_lab.tracking.store import store_problem
+
+        problem = f"the MLflow store failed: {store_problem(store_error, created=True)}"
+        if outcome == "finished":
+            outcome, reason = "failed", problem
+        else:
+            reason = f"{reason}; {problem}"
+    run = f"run {tracker.run_id} in {tracker.backend.uri}"
+    ending.outcome, ending.reason = outcome, reason  # summary.json, read by the orphan check
+    try:
+        tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
+    except Exception as exc:
+        return (f"could not mark {run} as ended ({type(exc).__name__}: {exc}); it stays "
+                "RUNNING in the store until a later command on it records this ending (from "
+                f"the job's summary.json; or: python -m backprop_lab.tracking.orphans "
+                f"--repair); kept {files}.")
+    metrics = ("its metrics" if store_error is None
+               else "the metrics written before the store failed")
+    return f"{run} marked {STATUS[outcome]} with {metrics}; kept {files}."
