@@ -60,7 +60,7 @@ class RunFailed(CompactHydraException):
 
 @dataclass
 class Ending:
-    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
+    """How a job ended: finished | diverged | failed | killed | pruned, why, what it recorded."""
 
     outcome: str
     reason: str | None = None
@@ -118,11 +118,20 @@ def train_and_track(cfg: DictConfig) -> dict:
         return _finish(ctx, _summary(ctx, cfg, Ending("failed", f"invalid config: {exc}"),
                                      None, 0.0, None))
 
+    trial = None
+    if ctx.multirun:  # a trial of an Optuna sweep (harness/hpo.py)?
+        from backprop_lab.harness import hpo_trial
+
+        trial = hpo_trial.current_trial()
     tracker = None
     if cfg.tracking.enabled:
-        tracker = _start_tracking(cfg, ctx, built)
+        tracker = _start_tracking(cfg, ctx, built,
+                                  hpo_trial.trial_tags(trial[0]) if trial else {})
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
+    pruning = hpo_trial.reporter(*trial) if trial else None
+    if pruning is not None:
+        callbacks.append(pruning)
     holder = _HistoryHolder()
     ending, result, error = Ending("failed"), None, None
     try:
@@ -134,6 +143,8 @@ def train_and_track(cfg: DictConfig) -> dict:
         ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
             ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
+        elif result.status == "stopped":  # only the pruning callback stops training
+            ending.outcome, ending.reason = "pruned", result.stop_reason
     except KeyboardInterrupt:
         bar.close()
         _wrap_up(cfg, ctx, built, Ending("killed", "interrupted (KeyboardInterrupt)",
@@ -167,7 +178,8 @@ class _HistoryHolder:
         self.history = history
 
 
-def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracker:
+def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built,
+                    extra_tags: dict[str, str]) -> RunTracker:
     """Open the job's run (params, tags, its parent) and the training callback writing to it."""
     from backprop_lab import tracking
 
@@ -181,6 +193,7 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
         **{f"choice.{k}": v for k, v in ctx.choices.items()},
         **tracking.git_tags(),
         OUTPUT_DIR_TAG: str(ctx.output_dir),
+        **extra_tags,
     }
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)

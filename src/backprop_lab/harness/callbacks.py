@@ -89,6 +89,11 @@ def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
     return jobs, swept
 
 
+def is_search(config: DictConfig) -> bool:
+    """Is the sweeper the project's Optuna sweeper (conf/hydra/sweeper/optuna.yaml)?"""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("BackpropLabOptunaSweeper")
+
+
 def job_configs(config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
     """Every job's task config, as Hydra will compose it, composing as little as possible.
 
@@ -155,6 +160,7 @@ class TrackingCallback(Callback):
         self.parent_run_id: str | None = None
         self.sweep_id: str | None = None
         self.n_jobs = 0
+        self.search = False  # an Optuna search (harness/hpo.py), not a grid
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -167,7 +173,17 @@ class TrackingCallback(Callback):
     # -- multirun ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         expanded = sweep_jobs(config)
-        if expanded is None:
+        self.search = is_search(config)
+        if self.search:  # the bounds and choices of an Optuna search, per study
+            from backprop_lab.harness import hpo
+
+            try:
+                _, space = hpo.settings_and_space(config)
+            except hpo.SweepConfigError as exc:
+                _fail(str(exc))
+            jobs, swept = space.corners(), hpo.swept_keys(space)
+            job_cfgs = job_configs(config, jobs)
+        elif expanded is None:
             jobs, swept = [], []
             job_cfgs = [task_config(config)]
         else:
@@ -176,7 +192,7 @@ class TrackingCallback(Callback):
         for num, cfg in enumerate(job_cfgs):
             check_job(cfg, f"job {num} ({' '.join(jobs[num])}): " if jobs else "")
         self._preflight(config, job_cfgs[0])
-        self.n_jobs = len(jobs)
+        self.n_jobs = 0 if self.search else len(jobs)  # a search's trials: known as it runs
         self.sweep_id = uuid.uuid4().hex
         os.environ[ENV_SWEEP_ID] = self.sweep_id
         os.environ[ENV_SWEPT_KEYS] = json.dumps(swept)
@@ -212,7 +228,13 @@ class TrackingCallback(Callback):
         from backprop_lab.harness.progress import runs_table
 
         summaries = collect_summaries(Path(config.hydra.sweep.dir), self.sweep_id)
-        failed = [s for s in summaries if s["outcome"] != "finished"]
+        # In a search, pruned and diverged trials are results (Optuna has them), not failures.
+        expected = ("finished", "pruned", "diverged") if self.search else ("finished",)
+        failed = [s for s in summaries if s["outcome"] not in expected]
+        if self.search:
+            from backprop_lab.harness.hpo import ENV_LAUNCHED
+
+            self.n_jobs = int(os.environ.pop(ENV_LAUNCHED, 0))
         missing = max(0, self.n_jobs - len(summaries))
         print()
         if summaries:
