@@ -109,6 +109,9 @@ class TrackingConfig:
     # None: <store folder>/mlartifacts for SQLite; the server's choice over HTTP.
     artifact_location: str | None = None
     log_every: int = 1  # MLflow gets every n-th epoch (and the last); history.csv has them all
+    # MLflow also gets <metric>_log10/layer_NN for the metrics that span decades, so the UI's
+    # linear axes read them (engine/history.py LOG10_METRICS).
+    log10: bool = True
     log_artifacts: bool = True
 
 

@@ -37,7 +37,7 @@ def _short(key: str, value: str) -> str:
         number = float(value)
     except ValueError:
         return f"{last}={value}"
-    if len(value) > 8:  # a value a search sampled, e.g. 0.012345678901234
+    if len(value) > 10:  # a value a search sampled, e.g. 0.012345678901234
         value = f"{number:.4g}"
     return f"{last}{value}"  # depth10, seed1, lr0.1
 
