@@ -226,6 +226,9 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     if tracker is None:
         return
     timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
+    images = cfg.tracking.images if cfg.tracking.images is not None else not ctx.multirun
+    if images and cfg.tracking.log_artifacts:
+        timings |= _step_images(ctx, ending, tracker)
     try:
         if cfg.tracking.log_artifacts:
             tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))
@@ -233,6 +236,29 @@ def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     finally:
         tracking.end_run(tracker.backend.uri, tracker.run_id, ending.outcome, ending.reason,
                          timings)
+
+
+def _step_images(ctx: JobContext, ending: Ending, tracker: RunTracker) -> dict[str, str]:
+    """Render the run's step images into its folder (logged with its artifacts); the tags
+    that tell the UI the run has images, and what rendering took."""
+    import warnings
+
+    from backprop_lab.harness.step_images import save_step_images
+    from backprop_lab.tracking.images import IMAGES_DIR, LOGGED_IMAGES_TAG
+
+    tic = time.perf_counter()
+    times = tracker._times if tracker._times is not None else []
+    stamps = [t or int(time.time() * 1000) for t in times]
+    try:
+        n = save_step_images(ending.history, ending.histograms, ctx.output_dir / IMAGES_DIR,
+                             stamps, ctx.run_name)
+    except Exception as exc:  # the metrics and outputs matter more
+        warnings.warn(f"could not render the run's step images: {exc}", stacklevel=2)
+        return {}
+    if not n:
+        return {}
+    return {LOGGED_IMAGES_TAG: "True",
+            "backprop_lab.seconds.images": f"{time.perf_counter() - tic:.3f}"}
 
 
 def task(cfg: DictConfig) -> dict:

@@ -161,6 +161,9 @@ class TrackingCallback(Callback):
         self.sweep_id: str | None = None
         self.n_jobs = 0
         self.search = False  # an Optuna search (harness/hpo.py), not a grid
+        self.experiment_id: str | None = None
+        self.swept: list[str] = []
+        self.title = "sweep"
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -220,6 +223,7 @@ class TrackingCallback(Callback):
             **tracking.git_tags(),
         }
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
+        self.experiment_id, self.swept, self.title = experiment_id, swept, name[:250]
         os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
         atexit.register(self._end_parent_if_open)
         print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
@@ -253,8 +257,17 @@ class TrackingCallback(Callback):
         if self.parent_run_id:
             from backprop_lab.tracking import ArtifactSpec, end_run, open_store
 
-            # The sweep's table and config.
-            open_store(self.uri).log_artifacts(
+            store = open_store(self.uri)
+            extra = self._report(config, sweep_dir)
+            # The sweep's result as the parent's description, its table and config.
+            from backprop_lab.harness.sweep_summary import NOTE_TAG, description
+
+            command = "python train.py -m " + " ".join(
+                [*config.hydra.overrides.hydra, *config.hydra.overrides.task])
+            store.set_tags(self.parent_run_id, {NOTE_TAG: description(
+                title=self.title, command=command, summaries=summaries, swept=self.swept,
+                experiment_id=self.experiment_id, sweep_dir=sweep_dir, extra=extra)})
+            store.log_artifacts(
                 self.parent_run_id,
                 [ArtifactSpec(sweep_dir / name) for name in ("runs.csv", "multirun.yaml")])
             total = self.n_jobs or len(summaries)
@@ -275,6 +288,21 @@ class TrackingCallback(Callback):
             raise SystemExit(1)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _report(self, config: DictConfig, sweep_dir: Path) -> list[str]:
+        """With ``report: true``: the analysis report of the sweep (analysis/report.py) into
+        <sweep>/report and the parent's artifacts; markdown lines linking its figures."""
+        if not config.get("report") or not self.parent_run_id:
+            return []
+        from backprop_lab.analysis.report import sweep_report
+
+        try:
+            return sweep_report(self.uri, self.parent_run_id, sweep_dir / "report")
+        except Exception as exc:  # the sweep's runs are recorded; the report can be redone
+            sys.stderr.write(f"warning: the sweep's report failed: {exc}\n"
+                             "  redo it: python -m backprop_lab.analysis.report "
+                             f"--uri {self.uri} --sweep {self.parent_run_id} --out DIR\n")
+            return []
+
     def _preflight(self, config: DictConfig, cfg: DictConfig) -> None:
         """Fail within seconds, before anything is created, when the Ray cluster or the tracking
         server the run needs is not there (MLflow's own retries take minutes to give up)."""

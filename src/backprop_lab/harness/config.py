@@ -112,6 +112,10 @@ class TrackingConfig:
     # MLflow also gets <metric>_log10/layer_NN for the metrics that span decades, so the UI's
     # linear axes read them (engine/history.py LOG10_METRICS).
     log10: bool = True
+    # Step images for the UI's image charts (gradient profile and histograms at every
+    # histogram epoch: harness/step_images.py). null: like `figures` (single runs yes, jobs of
+    # a sweep no); true/false: always/never.
+    images: bool | None = None
     log_artifacts: bool = True
 
 
@@ -134,6 +138,10 @@ class Config:
     # null: for a single run, not for each job of a sweep (render any run's later with
     # `python -m backprop_lab.harness.run_figures RUN_ID`); true/false: always/never.
     figures: bool | None = None
+    # At the end of a sweep, the analysis report (analysis/report.py: figures and summary)
+    # into the sweep's folder and its parent run's artifacts (report/), linked from the
+    # parent's description.
+    report: bool = False
 
 
 # Schemas live under schema/ (not in the groups themselves, so `--help` and Hydra's "available
