@@ -145,6 +145,9 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             assert layer_titles and layer_titles == sorted(layer_titles), titles
             assert "layer_01" in layer_titles, titles
             page.screenshot(path=str(out / "run_metric_charts.png"))
+            search.fill("grad_weight_ratio_log10")  # the same quantity, readable (log10)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "run_metric_charts_log10.png"))
             seconds["metric charts"] = time.perf_counter() - tic
 
             # 3. Its image charts: the keys' cards, enlarged, the image at the first step,
@@ -185,8 +188,11 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             assert listed, "the parent's description lists none of its children"
             for run in listed[:10]:
                 assert table.get_by_text(run.info.run_name).count() >= 1, run.info.run_name
-            table.scroll_into_view_if_needed()
-            page.screenshot(path=str(out / "parent_description.png"), full_page=True)
+            more = page.get_by_text("Show more")
+            if more.count():
+                more.first.click()
+            page.get_by_text("Description").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(out / "parent_description.png"))
             seconds["parent description"] = time.perf_counter() - tic
         finally:
             browser.close()

@@ -1,6 +1,7 @@
 """A run's images over epochs, for the MLflow UI's image charts (a step slider per key).
 
-At every epoch that has histograms (``histogram_every``, and the last):
+At the epochs that have histograms (``histogram_every``, and the last; at most ``MAX_STEPS`` of
+them, spread evenly):
 
 - ``gradient_profile``: the gradient norm of every layer at that epoch (log scale), beside the
   profile at initialization, so the slider shows the profile change as the run trains;
@@ -25,9 +26,20 @@ PROFILE_KEY = "gradient_profile"
 HISTOGRAMS_KEY = "histograms"
 
 
-def image_steps(histograms) -> list[int]:
-    """The epochs that have histograms, in order."""
-    return sorted({h.epoch for h in histograms})
+#: At most this many steps get images (evenly spread over the histogram epochs, first and
+#: last included): each step costs two renders (about 0.15 s each).
+MAX_STEPS = 6
+
+
+def image_steps(histograms, max_steps: int = MAX_STEPS) -> list[int]:
+    """The epochs that get images: the histogram epochs, thinned to ``max_steps``."""
+    import numpy as np
+
+    epochs = sorted({h.epoch for h in histograms})
+    if len(epochs) <= max_steps:
+        return epochs
+    picks = np.unique(np.linspace(0, len(epochs) - 1, max_steps).round().astype(int))
+    return [epochs[i] for i in picks]
 
 
 def save_profile(history, epoch: int, path: Path, title: str = "") -> None:

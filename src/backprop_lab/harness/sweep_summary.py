@@ -34,6 +34,14 @@ def _fmt(value: Any, spec: str) -> str:
     return "nan" if math.isnan(number) else format(number, spec)
 
 
+def _short(value: str) -> str:
+    """A swept value as the table shows it: a sampled float to 4 significant digits."""
+    try:
+        return f"{float(value):.4g}" if len(value) > 10 else value
+    except ValueError:
+        return value
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
 
@@ -48,7 +56,8 @@ def children_table(summaries: Sequence[Mapping[str, Any]], swept: Sequence[str],
         name = s.get("run_name", "?")
         if s.get("run_id") and experiment_id is not None:
             name = f"[{name}](#/experiments/{experiment_id}/runs/{s['run_id']})"
-        lines.append(_row([name, *(values.get(k, "") for k in swept), s.get("outcome", "?"),
+        lines.append(_row([name, *(_short(values.get(k, "")) for k in swept),
+                           s.get("outcome", "?"),
                            *(_fmt(s.get(key), spec) for _, key, spec in METRICS)]))
     return lines
 
