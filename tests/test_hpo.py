@@ -102,3 +102,36 @@ def test_a_search_with_nothing_to_search_says_how(run_cli, store):
     result = run_cli(*SEARCH, f"tracking.uri={store}")
     assert result.returncode != 0
     assert "the Optuna sweeper has nothing to search" in result.stderr
+
+
+def test_tuned_study_reports_best_rates_beside_the_fixed_rate_study(run_cli, store, client_for,
+                                                                    tmp_path):
+    """experiment=tuned_vanishing_gradients, shrunk: the report on its parent compares each
+    activation's best trial with the newest fixed-rate sweep in the store."""
+    import pandas as pd
+
+    shrink = ["epochs=40", "model.depth=2", "progress=false", f"tracking.uri={store}"]
+    fixed = run_cli("-m", "experiment=vanishing_gradients", "seed=0,1", *shrink)
+    assert fixed.returncode == 0, fixed.stderr
+    tuned = run_cli("-m", "experiment=tuned_vanishing_gradients", "hydra.sweeper.n_trials=2",
+                    "hydra.launcher.n_jobs=1", *shrink)
+    assert tuned.returncode == 0, tuned.stderr
+    client = client_for(store)
+    parent = next(r for r in runs_of(client) if r.info.run_name == "tuned_vanishing_gradients")
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 3 * 2  # 3 studies (activation; depth fixed) x 2 trials
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/comparison.csv",
+                                                  str(tmp_path)))
+    assert list(table["activation"]) == ["sigmoid", "tanh", "relu"]
+    for row in table.to_dict("records"):
+        finished = [c for c in children if c.data.params["activation"] == row["activation"]
+                    and c.data.tags["backprop_lab.outcome"] == "finished"]
+        best = min(finished, key=lambda c: c.data.metrics["val/loss"])
+        assert row["tuned lr"] == pytest.approx(float(best.data.params["optimizer.lr"]))
+        assert row["tuned val loss"] == pytest.approx(best.data.metrics["val/loss"])
+        assert row["fixed lr"] == 0.1 and row["fixed seeds"] == 2
+    note = parent.data.tags["mlflow.note.content"]
+    assert "**Tuned vs fixed learning rate**" in note and "report/" in note
+    assert {"report/comparison.png", "report/summary.md"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")}
