@@ -42,7 +42,7 @@ def test_vanishing_gradients_study(run_cli, store, client_for):
         n_layers = int(run.data.params["net.n_layers"])
         ratio[run.info.run_name] = (
             first_value(client, run.info.run_id, layer_metric_name("grad_norm", 1))
-            / first_value(client, run.info.run_id, f"grad_norm/layer_{n_layers}"))
+            / first_value(client, run.info.run_id, layer_metric_name("grad_norm", n_layers)))
     for seed in range(3):
         assert ratio[f"sigmoid-depth20-seed{seed}"] < 1e-8
         assert ratio[f"sigmoid-depth20-seed{seed}"] < ratio[f"sigmoid-depth5-seed{seed}"] < 1e-2
