@@ -217,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     experiment_id, parent, children = sweep_runs(args.uri, args.experiment, args.sweep)
     with_images = [r for r in children if r.data.tags.get("mlflow.loggedImages")]
+    # A diverged run's charts have nothing finite to draw: show a finished one.
+    finished = [r for r in children if r.info.status == "FINISHED"] or children
     child = next((r for r in children if r.info.run_id == args.child), None) or (
-        with_images[0] if with_images else children[0])
+        with_images[0] if with_images else finished[0])
     steps = tuple(int(m.group(1)) for a in _artifacts(args.uri, child.info.run_id)
                   if (m := re.search(r"gradient_profile\+step\+(\d+)\+", a)))
     with mlflow_ui(args.uri, args.out / "mlflow-ui.log") as base:
