@@ -95,7 +95,7 @@ def test_tracker_writes_blocks_while_training_and_every_value_once(log_every) ->
     history = filled_history(rows)
     n_metrics = len(history.metric_names())
     tracker = tracking.RunTracker(fake, "run", log_every=log_every, block_values=10 * n_metrics,
-                                  log10=False)
+                                  log10=())
     tracker.on_train_start(None, None, history)
     for epoch in range(rows):  # rows complete one by one, as in training
         history.n_rows = epoch + 1
@@ -227,14 +227,14 @@ def test_tracker_adds_log10_companions_of_the_metrics_that_span_decades() -> Non
 
     fake = FakeBackend()
     history = filled_history(5)
-    history.layers["grad_norm"][:, 0] = [1e-9, 1e-3, 0.0, np.nan, 10.0]
+    history.layers["grad_weight_ratio"][:, 0] = [1e-9, 1e-3, 0.0, np.nan, 10.0]
     tracker = tracking.RunTracker(fake, "run")
     tracker.on_train_start(None, None, history)
     history.n_rows = 5
     tracker.flush(final=True)
     (names, _, values, _), = fake.blocks
     rows = dict(zip(names, values))
-    companion = rows[layer_metric_name(f"grad_norm{LOG10_SUFFIX}", 1)]
+    companion = rows[layer_metric_name(f"grad_weight_ratio{LOG10_SUFFIX}", 1)]
     np.testing.assert_allclose(companion, [-9.0, -3.0, np.nan, np.nan, 1.0])
     expected = {layer_metric_name(f"{m}{LOG10_SUFFIX}", l) for m in LOG10_METRICS
                 for l in range(1, history.n_layers + 1)}

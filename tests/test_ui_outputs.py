@@ -74,3 +74,19 @@ def test_the_parent_run_describes_the_sweep_with_a_table_of_its_children(run_cli
         assert f"| {job.data.params['activation']} | {job.data.params['seed']} | finished |" \
             in row
         assert f"{job.data.metrics['val/loss']:.4g}" in row
+
+
+def test_a_log10_companion_of_an_unknown_metric_fails_before_any_run(run_cli, store, tmp_path):
+    result = run_cli("epochs=2", "tracking.log10=[grad_nrm]", f"tracking.uri={store}")
+    assert result.returncode != 0
+    assert "tracking.log10=['grad_nrm']: must list per-layer metrics, of grad_weight_ratio" \
+        in result.stderr
+    assert not (tmp_path / "store" / "mlflow.db").exists()
+
+
+def test_the_companions_follow_tracking_log10(run_cli, store, client_for):
+    result = run_cli("epochs=2", "figures=false", "tracking.images=false",
+                     "tracking.log10=[grad_norm,update_ratio]", f"tracking.uri={store}")
+    assert result.returncode == 0, result.stderr
+    keys = {k.split("/")[0] for k in runs_of(client_for(store))[0].data.metrics}
+    assert {k for k in keys if k.endswith("_log10")} == {"grad_norm_log10", "update_ratio_log10"}

@@ -37,19 +37,21 @@ def layer_metric_name(metric: str, layer: int) -> str:
     return f"{metric}/layer_{layer:0{LAYER_DIGITS}d}"
 
 
-#: Per-layer metrics that span decades (1e-9 next to 1): MLflow also gets their log10 as
-#: ``<metric>_log10/layer_NN``, so the UI's default linear axis reads them. Tracking only:
-#: history.csv and the History keep the plain values.
-LOG10_METRICS = ("grad_weight_ratio", "grad_norm", "update_ratio")
+#: Per-layer metrics that span decades (1e-9 next to 1) whose log10 MLflow also gets by
+#: default, as ``<metric>_log10/layer_NN``, so the UI's default linear axis reads them
+#: (``tracking.log10`` chooses others). Tracking only: history.csv and the History keep the
+#: plain values. One by default: each adds L values a row to what a run stores.
+LOG10_METRICS = ("grad_weight_ratio",)
 LOG10_SUFFIX = "_log10"
 
 
-def log10_companions(names: Sequence[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
+def log10_companions(names: Sequence[str], values: np.ndarray,
+                     metrics: Sequence[str] = LOG10_METRICS) -> tuple[list[str], np.ndarray]:
     """The log10 companions of the rows of ``values`` (names[i]: row i) that are per-layer
-    ``LOG10_METRICS``: (their names, log10 of their values; NaN where a value is not > 0)."""
+    ``metrics``: (their names, log10 of their values; NaN where a value is not > 0)."""
     picked = [(i, f"{metric}{LOG10_SUFFIX}/{rest}") for i, name in enumerate(names)
               for metric, sep, rest in [name.partition("/")]
-              if sep and metric in LOG10_METRICS and rest.startswith("layer_")]
+              if sep and metric in metrics and rest.startswith("layer_")]
     if not picked:
         return [], np.empty((0, values.shape[1]))
     rows = values[[i for i, _ in picked]]

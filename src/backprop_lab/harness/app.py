@@ -198,7 +198,8 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built,
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)
     return tracking.RunTracker(tracking.open_store(uri), run_id,
-                               log_every=cfg.tracking.log_every, log10=cfg.tracking.log10)
+                               log_every=cfg.tracking.log_every,
+                               log10=list(cfg.tracking.log10))
 
 
 def _wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
