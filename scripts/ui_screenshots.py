@@ -142,8 +142,17 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             page.locator("canvas, svg.main-svg").first.wait_for()
             titles = [t.split("\n")[0] for t in cards.all_inner_texts()]
             layer_titles = [t for t in titles if t.startswith("layer_")]
-            assert layer_titles and layer_titles == sorted(layer_titles), titles
-            assert "layer_01" in layer_titles, titles
+            assert layer_titles and layer_titles[0] == "layer_01", titles
+            sections, current = [], []  # the cards of each section, in page order
+            for title in layer_titles:
+                if title == "layer_01" and current:
+                    sections.append(current)
+                    current = []
+                current.append(title)
+            sections.append(current)
+            for cards_of_section in sections:  # layer_01, layer_02, ... in layer order
+                assert cards_of_section == [f"layer_{l:02d}" for l in
+                                            range(1, len(cards_of_section) + 1)], titles
             page.screenshot(path=str(out / "run_metric_charts.png"))
             search.fill("grad_weight_ratio_log10")  # the same quantity, readable (log10)
             page.wait_for_timeout(1500)
