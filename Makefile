@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: lab run test test-slow test-integration test-all lint bench ui clean server-start server-stop
+.PHONY: lab run test test-slow test-integration test-browser test-all lint bench ui clean server-start server-stop
 
 # The package and what training needs.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,15 @@ test-slow: $(VENV)/.installed-dev
 ## test-integration: tests that start real servers on 127.0.0.1 (PostgreSQL must be installed)
 test-integration: $(VENV)/.installed-dev $(VENV)/.installed-cluster
 	$(PY) -m pytest -q -m integration || [ $$? -eq 5 ]
+
+## test-browser: the MLflow UI in headless Chromium (Debian's chromium must be installed:
+##   .ci/browser.sh installs it); screenshots in test-artifacts/browser/
+$(VENV)/.installed-browser: $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -e ".[browser]"
+	touch $@
+
+test-browser: $(VENV)/.installed-browser
+	$(PY) -m pytest -q -s -m browser
 
 ## server-start: the shared MLflow tracking server (PostgreSQL + artifact folder) on
 ##   http://127.0.0.1:5050, data in $(SERVER_DIR); more options: SERVER_ARGS="--port 5051"

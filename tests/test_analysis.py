@@ -34,7 +34,13 @@ from backprop_lab.analysis.loading import (  # noqa: E402
     list_sweeps,
     load_sweep,
 )
-from backprop_lab.engine.history import LAYER_METRICS  # noqa: E402
+from backprop_lab.engine.history import (  # noqa: E402
+    LAYER_METRICS,
+    LOG10_METRICS,
+    LOG10_SUFFIX,
+    is_log10_companion,
+    layer_metric_name,
+)
 from backprop_lab.engine.theory import backprop_std_factor, mean_field  # noqa: E402
 from tests.test_analysis_store import (  # noqa: E402
     ACTIVATIONS,
@@ -128,8 +134,19 @@ def test_histories_equal_what_the_metric_history_api_returns(sweep, client):
     run = sweep.runs.iloc[-1]
     rows = sweep.histories[sweep.histories["run_id"] == run["run_id"]]
     keys = client.get_run(run["run_id"]).data.metrics
-    assert len(keys) == len(FINAL_METRICS) + len(LAYER_METRICS) * run["n_layers"]
-    for key in keys:
+    companions = [k for k in keys if is_log10_companion(k)]
+    assert len(companions) == len(LOG10_METRICS) * run["n_layers"]
+    assert len(keys) == len(FINAL_METRICS) + len(LAYER_METRICS) * run["n_layers"] + len(companions)
+    for key in companions:  # log10 of the metric it accompanies, NaN where that is not > 0
+        metric, _, layer = key.partition("/")
+        base = f"{metric.removesuffix(LOG10_SUFFIX)}/{layer}"
+        plain = {m.step: m.value for m in client.get_metric_history(run["run_id"], base)}
+        for m in client.get_metric_history(run["run_id"], key):
+            if plain[m.step] > 0:
+                assert m.value == pytest.approx(np.log10(plain[m.step]), abs=1e-9), key
+            else:
+                assert np.isnan(m.value), key
+    for key in set(keys) - set(companions):
         metric, _, layer = key.partition("/layer_")
         selected = rows[rows["metric"] == metric]
         selected = selected[selected["layer"] == int(layer)] if layer else selected
@@ -263,8 +280,8 @@ def test_gradient_ratio_vs_depth_matches_first_over_last_layer_norms_in_the_stor
         expected = []
         for depth in sorted(DEPTHS):
             ratios = [
-                _step_value(client, run.run_id, "grad_norm/layer_1", 0)
-                / _step_value(client, run.run_id, f"grad_norm/layer_{run.n_layers}", 0)
+                _step_value(client, run.run_id, layer_metric_name("grad_norm", 1), 0)
+                / _step_value(client, run.run_id, layer_metric_name("grad_norm", run.n_layers), 0)
                 for run in runs[runs["depth"] == depth].itertuples()
             ]
             expected.append(_geomean(ratios))
@@ -362,8 +379,8 @@ def test_conclusions_are_computed_from_the_store(sweep, client):
     for label in summary.label_order(sweep.runs):
         runs = sweep.runs[(sweep.runs["label"] == label) & (sweep.runs["depth"] == DEEPEST)]
         ratio = _geomean([
-            _step_value(client, run.run_id, "grad_norm/layer_1", 0)
-            / _step_value(client, run.run_id, f"grad_norm/layer_{run.n_layers}", 0)
+            _step_value(client, run.run_id, layer_metric_name("grad_norm", 1), 0)
+            / _step_value(client, run.run_id, layer_metric_name("grad_norm", run.n_layers), 0)
             for run in runs.itertuples()
         ])
         sentence = next(line for line in lines if line.startswith(f"**{label}**"))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from backprop_lab.engine.history import layer_metric_name
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
@@ -101,5 +103,5 @@ def test_the_cli_store_follows_the_contract_the_loaders_rely_on(analysis_store):
                     "net.init", "net.repr"):
             assert key in params, f"param {key} missing from run {run.info.run_name}"
         n_layers = int(params["net.n_layers"])
-        assert f"grad_norm/layer_{n_layers}" in run.data.metrics
+        assert layer_metric_name("grad_norm", n_layers) in run.data.metrics
         assert "history.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -10,7 +10,7 @@ import pytest
 
 from backprop_lab import tracking
 from backprop_lab.contract import REPO_ROOT
-from backprop_lab.engine.history import History
+from backprop_lab.engine.history import History, layer_metric_name
 from backprop_lab.harness.config import flatten
 from backprop_lab.harness.job_context import run_name
 from backprop_lab.harness.progress import grad_ratio, runs_table
@@ -58,7 +58,7 @@ def test_flatten_lists_with_dots() -> None:
 
 
 def test_grad_ratio_and_table() -> None:
-    final = {"grad_norm/layer_1": 0.001, "grad_norm/layer_3": 0.1}
+    final = {layer_metric_name("grad_norm", 1): 0.001, layer_metric_name("grad_norm", 3): 0.1}
     assert grad_ratio(final, 3) == pytest.approx(0.01)
     assert np.isnan(grad_ratio({}, 3))
     table = runs_table([{"run_name": "tanh", "activation": "tanh", "outcome": "finished",
@@ -94,7 +94,8 @@ def test_tracker_writes_blocks_while_training_and_every_value_once(log_every) ->
     rows = 101
     history = filled_history(rows)
     n_metrics = len(history.metric_names())
-    tracker = tracking.RunTracker(fake, "run", log_every=log_every, block_values=10 * n_metrics)
+    tracker = tracking.RunTracker(fake, "run", log_every=log_every, block_values=10 * n_metrics,
+                                  log10=())
     tracker.on_train_start(None, None, history)
     for epoch in range(rows):  # rows complete one by one, as in training
         history.n_rows = epoch + 1
@@ -233,3 +234,22 @@ def test_training_and_analysis_use_one_store_under_backprop_lab_root(tmp_path) -
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [f"sqlite:///{tmp_path / 'mlflow.db'}"] * 2
+
+
+def test_tracker_adds_log10_companions_of_the_metrics_that_span_decades() -> None:
+    from backprop_lab.engine.history import LOG10_METRICS, LOG10_SUFFIX
+
+    fake = FakeBackend()
+    history = filled_history(5)
+    history.layers["grad_weight_ratio"][:, 0] = [1e-9, 1e-3, 0.0, np.nan, 10.0]
+    tracker = tracking.RunTracker(fake, "run")
+    tracker.on_train_start(None, None, history)
+    history.n_rows = 5
+    tracker.flush(final=True)
+    (names, _, values, _), = fake.blocks
+    rows = dict(zip(names, values))
+    companion = rows[layer_metric_name(f"grad_weight_ratio{LOG10_SUFFIX}", 1)]
+    np.testing.assert_allclose(companion, [-9.0, -3.0, np.nan, np.nan, 1.0])
+    expected = {layer_metric_name(f"{m}{LOG10_SUFFIX}", l) for m in LOG10_METRICS
+                for l in range(1, history.n_layers + 1)}
+    assert set(names) == set(history.metric_names()) | expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backprop_lab.engine.history import layer_metric_name
 from tests.test_cli_tracking import runs_of, split_roles
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ def test_flagship_sweep_at_full_size(run_cli, store, client_for):
     parents, jobs = split_roles(runs_of(client))
     assert len(parents) == 1 and len(jobs) == 3
     for run in jobs:
-        assert len(client.get_metric_history(run.info.run_id, "grad_norm/layer_1")) == 1001
+        assert len(client.get_metric_history(run.info.run_id, layer_metric_name("grad_norm", 1))) == 1001
     final = {r.info.run_name: r.data.metrics["train/loss"] for r in jobs}
     assert final["tanh"] < 0.01 and final["relu"] < 0.01 and final["sigmoid"] > 0.1
 
@@ -40,8 +41,8 @@ def test_vanishing_gradients_study(run_cli, store, client_for):
     for run in jobs:
         n_layers = int(run.data.params["net.n_layers"])
         ratio[run.info.run_name] = (
-            first_value(client, run.info.run_id, "grad_norm/layer_1")
-            / first_value(client, run.info.run_id, f"grad_norm/layer_{n_layers}"))
+            first_value(client, run.info.run_id, layer_metric_name("grad_norm", 1))
+            / first_value(client, run.info.run_id, layer_metric_name("grad_norm", n_layers)))
     for seed in range(3):
         assert ratio[f"sigmoid-depth20-seed{seed}"] < 1e-8
         assert ratio[f"sigmoid-depth20-seed{seed}"] < ratio[f"sigmoid-depth5-seed{seed}"] < 1e-2

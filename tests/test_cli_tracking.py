@@ -12,15 +12,18 @@ import time
 import pandas as pd
 import pytest
 
+from backprop_lab.engine.history import LOG10_METRICS, LOG10_SUFFIX, layer_metric_name
 from tests.conftest import TRAIN, cli_env
 
 LAYER_METRICS = ("grad_weight_ratio", "grad_norm", "weight_norm", "update_ratio", "delta_std",
                  "act_mean", "act_std", "saturation", "dead_fraction", "preact_var")
 
 
-def expected_metrics(n_layers: int, val: bool = True) -> set[str]:
+def expected_metrics(n_layers: int, val: bool = True, log10: bool = True) -> set[str]:
+    """The metric names of a run in MLflow (log10: with the companions history.csv has not)."""
     names = {"train/loss", "train/accuracy"} | ({"val/loss", "val/accuracy"} if val else set())
-    return names | {f"{m}/layer_{l}" for m in LAYER_METRICS for l in range(1, n_layers + 1)}
+    metrics = LAYER_METRICS + (tuple(f"{m}{LOG10_SUFFIX}" for m in LOG10_METRICS) if log10 else ())
+    return names | {layer_metric_name(m, l) for m in metrics for l in range(1, n_layers + 1)}
 
 
 def runs_of(client, experiment: str = "backprop-lab"):
@@ -93,7 +96,7 @@ def test_flagship_multirun_parent_children_metrics_params_artifacts(
     history = pd.read_csv(client.download_artifacts(jobs[0].info.run_id, "history.csv",
                                                     str(tmp_path)), index_col="epoch")
     assert list(history.index) == list(range(epochs + 1))
-    assert set(history.columns) == expected_metrics(3)
+    assert set(history.columns) == expected_metrics(3, log10=False)
 
     out = result.stdout
     for name in ("sigmoid", "tanh", "relu"):
@@ -165,7 +168,8 @@ def test_two_sweeps_started_together_on_a_new_store_both_complete(tmp_path, stor
         folder = run.data.tags["backprop_lab.output_dir"]
         saved = pd.read_csv(f"{folder}/history.csv", index_col="epoch")
         assert len(saved) == epochs + 1
-        for key in ("train/loss", "grad_norm/layer_1", "saturation/layer_3"):
+        for key in ("train/loss", layer_metric_name("grad_norm", 1),
+                    layer_metric_name("saturation", 3)):
             logged = client.get_metric_history(run.info.run_id, key)
             assert [m.step for m in logged] == list(range(epochs + 1)), key
             assert [m.value for m in logged] == pytest.approx(saved[key].tolist(), rel=1e-8,

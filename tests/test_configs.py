@@ -69,8 +69,11 @@ def test_every_experiment_composes_builds_and_documents_its_runs(name: str) -> N
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         full = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
     n_runs = 1
-    for values in (full.hydra.sweeper.params or {}).values():
+    search = "grid" in full.hydra.sweeper  # the Optuna sweeper: n_trials per grid combination
+    for values in (full.hydra.sweeper.grid if search else full.hydra.sweeper.params or {}).values():
         n_runs *= len(str(values).split(","))
+    if search:
+        n_runs *= full.hydra.sweeper.n_trials
     assert int(claimed.group(1)) == n_runs
     assert full.tracking.log_every == 1  # every metric of every epoch, in every experiment
     build(task_config(full))

@@ -17,6 +17,7 @@ from backprop_lab.analysis import histograms as hist
 from backprop_lab.analysis import load_sweep, mean_field, report
 from backprop_lab.analysis.papers import PAPERS, build_report
 from backprop_lab.engine.datasets import load_dataset
+from backprop_lab.engine.history import layer_metric_name
 from backprop_lab.engine.theory import depth_scale
 from backprop_lab.engine.theory import mean_field as theory
 from tests.test_analysis_store import REPO, subprocess_env
@@ -111,7 +112,7 @@ def test_the_experiments_sweep_what_they_say(paper_store):
     assert (he.runs["activation"] == "relu").all()
     run = client.get_run(gb.runs["run_id"].iloc[0])
     for l in range(1, 7):
-        assert f"preact_var/layer_{l}" in run.data.metrics
+        assert layer_metric_name("preact_var", l) in run.data.metrics
     assert float(run.data.params["data.input_var"]) > 0
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from backprop_lab.engine.datasets import Dataset, load_dataset
+from backprop_lab.engine.history import layer_metric_name
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import make_optimizer
 from backprop_lab.engine.theory import backprop_std_factor
@@ -41,9 +42,9 @@ def test_notebook_accuracy(notebook_run) -> None:
 def test_notebook_gradient_analysis_within_10_percent(notebook_run, layer: int) -> None:
     final = notebook_run.final  # the trained network, as the notebook analyses it
     w, dw, ratio = NOTEBOOK_LAYERS[layer - 1]
-    assert final[f"weight_norm/layer_{layer}"] == pytest.approx(w, rel=0.10)
-    assert final[f"grad_norm/layer_{layer}"] == pytest.approx(dw, rel=0.10)
-    assert final[f"grad_weight_ratio/layer_{layer}"] == pytest.approx(ratio, rel=0.10)
+    assert final[layer_metric_name("weight_norm", layer)] == pytest.approx(w, rel=0.10)
+    assert final[layer_metric_name("grad_norm", layer)] == pytest.approx(dw, rel=0.10)
+    assert final[layer_metric_name("grad_weight_ratio", layer)] == pytest.approx(ratio, rel=0.10)
 
 
 def gaussian_data(width: int, m: int, classes: int, seed: int) -> Dataset:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from backprop_lab.engine.datasets import Dataset, load_dataset
+from backprop_lab.engine.history import layer_metric_name
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import make_optimizer
 from backprop_lab.engine.training import train
@@ -37,10 +38,12 @@ def test_history_has_one_row_per_epoch_plus_initialization() -> None:
     result = train(net, data, make_optimizer("gd", lr=0.1), epochs=5, histogram_every=2)
     frame = result.history.to_frame()
     assert len(frame) == 6 and list(frame.index) == list(range(6))
-    assert {"train/loss", "val/accuracy", "delta_std/layer_1", "dead_fraction/layer_2"} <= set(frame)
+    assert {"train/loss", "val/accuracy", layer_metric_name("delta_std", 1),
+            layer_metric_name("dead_fraction", 2)} <= set(frame)
     assert len(frame.columns) == 4 + 10 * 2
-    assert frame["update_ratio/layer_1"].isna().tolist() == [False] * 5 + [True]
-    assert not frame.drop(columns=["update_ratio/layer_1", "update_ratio/layer_2"]).isna().any().any()
+    update = [layer_metric_name("update_ratio", l) for l in (1, 2)]
+    assert frame[update[0]].isna().tolist() == [False] * 5 + [True]
+    assert not frame.drop(columns=update).isna().any().any()
     epochs = sorted({h.epoch for h in result.histograms})
     assert epochs == [0, 2, 4, 5]
     for h in result.histograms:

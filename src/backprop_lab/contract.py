@@ -31,7 +31,7 @@ def default_tracking_uri() -> str:
 
 # -- run tags -------------------------------------------------------------------------------------
 ROLE_TAG = "backprop_lab.role"  # "sweep" (a parent run) or "job"
-OUTCOME_TAG = "backprop_lab.outcome"  # finished | diverged | failed | killed
+OUTCOME_TAG = "backprop_lab.outcome"  # finished | diverged | failed | killed | pruned
 REASON_TAG = "backprop_lab.failure_reason"
 OUTPUT_DIR_TAG = "backprop_lab.output_dir"  # the job's Hydra folder
 N_JOBS_TAG = "backprop_lab.n_jobs"
@@ -42,7 +42,13 @@ PROCESS_TAG = "backprop_lab.process"
 #: milliseconds since the epoch, refreshed while the run's process lives (tracking/heartbeat.py)
 HEARTBEAT_TAG = "backprop_lab.heartbeat"
 #: outcome -> MLflow run status
-STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
+STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED",
+          "pruned": "KILLED"}  # pruned: stopped early by the hyper-parameter search
+#: The Optuna study a trial belongs to (on the sweep's parent and on every trial's run).
+STUDY_TAG = "backprop_lab.optuna.study"
+TRIAL_TAG = "backprop_lab.optuna.trial"  # the trial's number in its study
+#: Where the sweeper keeps its studies unless told otherwise: beside a SQLite store.
+STUDIES_FILE = "optuna-studies.journal"
 
 # -- a job's files (its Hydra folder; all but the summary are also the run's artifacts) -----------
 HISTORY_FILE = "history.csv"  # every metric of every epoch

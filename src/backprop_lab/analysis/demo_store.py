@@ -24,6 +24,8 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
+from backprop_lab.engine.history import layer_metric_name  # noqa: E402
+
 # Per-layer std factor of the back-propagated error for the default (auto) inits, used only to
 # shape the synthetic numbers: sigmoid+lecun sqrt(1/16), tanh+lecun 1, relu+he 1.
 _DEMO_FACTOR = {"sigmoid": 0.25, "tanh": 0.9, "relu": 1.0}
@@ -73,15 +75,16 @@ def _demo_history(activation: str, depth: int, epochs: int, seed: int, lr: float
         )
         dead = np.clip(0.1 + 0.02 * epoch * depth_share, 0, 1) if activation == "relu" else 0.0
         columns |= {
-            f"grad_weight_ratio/layer_{layer}": grad_norm / weight_norm,
-            f"grad_norm/layer_{layer}": grad_norm,
-            f"weight_norm/layer_{layer}": np.full(epoch.size, weight_norm, dtype=float),
-            f"update_ratio/layer_{layer}": update,
-            f"delta_std/layer_{layer}": delta_std,
-            f"act_mean/layer_{layer}": np.full(epoch.size, 0.5 if activation == "sigmoid" else 0.0),
-            f"act_std/layer_{layer}": np.full(epoch.size, 0.3),
-            f"saturation/layer_{layer}": saturation,
-            f"dead_fraction/layer_{layer}": np.full(epoch.size, 1.0) * dead,
+            layer_metric_name("grad_weight_ratio", layer): grad_norm / weight_norm,
+            layer_metric_name("grad_norm", layer): grad_norm,
+            layer_metric_name("weight_norm", layer): np.full(epoch.size, weight_norm, dtype=float),
+            layer_metric_name("update_ratio", layer): update,
+            layer_metric_name("delta_std", layer): delta_std,
+            layer_metric_name("act_mean", layer): np.full(epoch.size,
+                                                          0.5 if activation == "sigmoid" else 0.0),
+            layer_metric_name("act_std", layer): np.full(epoch.size, 0.3),
+            layer_metric_name("saturation", layer): saturation,
+            layer_metric_name("dead_fraction", layer): np.full(epoch.size, 1.0) * dead,
         }
     return pd.DataFrame(columns, index=pd.Index(epoch, name="epoch"))
 

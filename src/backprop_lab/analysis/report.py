@@ -92,6 +92,44 @@ def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
     return written
 
 
+def sweep_report(uri: str, parent_id: str, out: Path) -> list[str]:
+    """The report of a sweep that just ended, logged to its parent under report/; returns
+    markdown lines for the parent's description (harness/sweep_summary.py).
+
+    For an Optuna search (best_trials.csv beside ``out``): the figures of the best trial of
+    each study, and the comparison with the fixed-rate study (analysis/tuned.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlflow import MlflowClient
+
+    from backprop_lab.analysis import tuned
+    from backprop_lab.analysis.loading import load_sweep
+
+    best_path = out.parent / tuned.BEST_TRIALS
+    extra: list[str] = []
+    if best_path.exists():
+        sweep = tuned.load_tuned(uri, parent_id, tuned.read_best(best_path))
+        fixed = tuned.fixed_rate_study(uri, sweep.experiment_ids)
+        table = tuned.comparison(sweep.runs, fixed[1] if fixed else None)
+        out.mkdir(parents=True, exist_ok=True)
+        text = tuned.comparison_markdown(table, fixed[0] if fixed else None)
+        (out / "comparison.md").write_text(text, encoding="utf-8")
+        table.to_csv(out / "comparison.csv", index=False)
+        fig = tuned.comparison_figure(table)
+        fig.savefig(out / "comparison.png", dpi=110)
+        extra = ["", "**Tuned vs fixed learning rate**", "", text]
+    else:
+        sweep = load_sweep(uri, None, parent_id)
+    files = write_report(sweep, out, dpi=100)
+    client = MlflowClient(tracking_uri=uri)
+    client.log_artifacts(parent_id, str(out), artifact_path=REPORT_ARTIFACT_PATH)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    extra += ["", f"Report ({len(files)} files): `{REPORT_ARTIFACT_PATH}/` in this run's "
+              "artifacts: " + ", ".join(f"`{name}`" for name in pngs)]
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.out is None:

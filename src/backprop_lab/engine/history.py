@@ -3,12 +3,12 @@
 Row e (e = 0..epochs) describes the network after e epochs of updates, measured at the start of
 epoch e: row 0 is the network at initialization, the last row the trained network. Scalars are
 (rows,) arrays, per-layer diagnostics (rows, L) arrays; their MLflow names are
-``train/loss``, ``val/accuracy``, ``grad_norm/layer_3`` and so on.
+``train/loss``, ``val/accuracy``, ``grad_norm/layer_03`` and so on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -27,9 +27,43 @@ LAYER_METRICS = (
 )
 
 
+#: Digits of the layer number in metric names: zero-padded, so that the MLflow UI, which sorts
+#: names as text, lists layer_01 .. layer_10 in layer order (up to 99 layers).
+LAYER_DIGITS = 2
+
+
 def layer_metric_name(metric: str, layer: int) -> str:
-    """MLflow name of a per-layer metric; ``layer`` counts from 1 (the layer fed by the input)."""
-    return f"{metric}/layer_{layer}"
+    """MLflow name of a per-layer metric, e.g. ``grad_norm/layer_03``; ``layer`` counts from 1
+    (the layer fed by the input). Readers parse the number back with ``int``."""
+    return f"{metric}/layer_{layer:0{LAYER_DIGITS}d}"
+
+
+#: Per-layer metrics that span decades (1e-9 next to 1) whose log10 MLflow also gets by
+#: default, as ``<metric>_log10/layer_NN``, so the UI's default linear axis reads them
+#: (``tracking.log10`` chooses others). Tracking only: history.csv and the History keep the
+#: plain values. One by default: each adds L values a row to what a run stores.
+LOG10_METRICS = ("grad_weight_ratio",)
+LOG10_SUFFIX = "_log10"
+
+
+def log10_companions(names: Sequence[str], values: np.ndarray,
+                     metrics: Sequence[str] = LOG10_METRICS) -> tuple[list[str], np.ndarray]:
+    """The log10 companions of the rows of ``values`` (names[i]: row i) that are per-layer
+    ``metrics``: (their names, log10 of their values; NaN where a value is not > 0)."""
+    picked = [(i, f"{metric}{LOG10_SUFFIX}/{rest}") for i, name in enumerate(names)
+              for metric, sep, rest in [name.partition("/")]
+              if sep and metric in metrics and rest.startswith("layer_")]
+    if not picked:
+        return [], np.empty((0, values.shape[1]))
+    rows = values[[i for i, _ in picked]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(rows > 0, np.log10(np.where(rows > 0, rows, 1.0)), np.nan)
+    return [name for _, name in picked], logs
+
+
+def is_log10_companion(name: str) -> bool:
+    """Is ``name`` a tracking-only log10 companion (see ``log10_companions``)?"""
+    return name.partition("/")[0].endswith(LOG10_SUFFIX)
 
 
 class History:

@@ -9,7 +9,9 @@ training set and the probe pass is the training pass, as in the reference notebo
 subset of at most ``probe_size`` training samples; each epoch first measures, then shuffles the
 training set with ``rng`` and takes one optimizer step per batch.
 
-Training stops early, with status ``diverged`` and the epoch, when the training loss is not finite.
+Training stops early, with status ``diverged`` and the epoch, when the training loss is not finite,
+and with status ``stopped`` when a callback raises :class:`StopTraining` (e.g. a hyper-parameter
+search pruning the run); the row the callback saw is kept.
 Exceptions (KeyboardInterrupt included) propagate after the history has been completed up to the
 last measured row, so a caller can still save what was recorded.
 """
@@ -32,16 +34,21 @@ from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import Optimizer
 
 
+class StopTraining(Exception):
+    """Raised by a callback's ``on_epoch_end`` to end training after the current row."""
+
+
 @dataclass
 class TrainResult:
     """What a training run returns."""
 
     history: History
-    status: str  # "finished" | "diverged"
+    status: str  # "finished" | "diverged" | "stopped"
     diverged_epoch: int | None
     epochs_run: int  # epochs of updates completed
     seconds: float
     histograms: list[Histogram] = field(default_factory=list)
+    stop_reason: str | None = None  # the StopTraining message of a stopped run
 
     @property
     def final(self) -> dict[str, float]:
@@ -130,7 +137,8 @@ def train(
         callbacks: objects with any of ``on_train_start(net, data, history)``,
             ``on_epoch_end(epoch, history)`` (called as soon as row ``epoch`` is complete: after
             the epoch's updates, or after its measurement for the last row) and
-            ``on_train_end(result)``.
+            ``on_train_end(result)``. ``on_epoch_end`` may raise :class:`StopTraining` to end
+            training there (status ``stopped``).
         diagnostics: record the per-layer diagnostics (see diagnostics.py).
         histogram_every: with diagnostics, histograms every this many epochs and at the end
             (0: none).
@@ -175,6 +183,7 @@ def train(
             cb.on_train_start(net, data, history)
 
     status, diverged_epoch, epochs_run, measured = "finished", None, 0, 0
+    stop_reason = None
     start = time.perf_counter()
     # A diverging run overflows on purpose: it is detected and reported, not warned about.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -220,8 +229,12 @@ def train(
                     if recorder is not None:
                         recorder.record_update(e, history)
                 history.n_rows = e + 1
-                for call in epoch_end:
-                    call(e, history)
+                try:
+                    for call in epoch_end:
+                        call(e, history)
+                except StopTraining as stop:
+                    status, stop_reason = "stopped", str(stop)
+                    break
                 if last:
                     if not math.isfinite(loss):
                         status, diverged_epoch = "diverged", e
@@ -238,6 +251,7 @@ def train(
         epochs_run=epochs_run,
         seconds=time.perf_counter() - start,
         histograms=histograms,
+        stop_reason=stop_reason,
     )
     for cb in callbacks:
         if hasattr(cb, "on_train_end"):

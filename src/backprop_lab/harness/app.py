@@ -103,11 +103,17 @@ def _train_and_track(cfg: DictConfig) -> dict:
             raise BadConfig(f"Invalid config: {exc}") from None
         return without_run("failed", f"invalid config: {exc}")
 
+    trial = None
+    if ctx.multirun:  # a trial of an Optuna sweep (harness/hpo.py)?
+        from backprop_lab.harness import hpo_trial
+
+        trial = hpo_trial.current_trial()
     tracker, heartbeat = None, None
     if cfg.tracking.enabled:
         with stopping.deferred():  # a signal here is acted on once the run exists
             try:
-                tracker = _start_tracking(cfg, ctx, built)
+                tracker = _start_tracking(cfg, ctx, built,
+                                          hpo_trial.trial_tags(trial[0]) if trial else {})
             except Exception as exc:
                 from backprop_lab.tracking.store import store_problem
 
@@ -118,6 +124,9 @@ def _train_and_track(cfg: DictConfig) -> dict:
             heartbeat = _heartbeat(tracker)
     bar = ProgressBar(cfg.epochs, ctx.run_name, enabled=cfg.progress and ctx.show_progress)
     callbacks = [bar] + ([tracker] if tracker is not None else [])
+    pruning = hpo_trial.reporter(*trial) if trial else None
+    if pruning is not None:
+        callbacks.append(pruning)
     holder = _HistoryHolder()
     ending, result, error, interrupted = Ending("failed"), None, None, None
     try:
@@ -129,6 +138,8 @@ def _train_and_track(cfg: DictConfig) -> dict:
         ending = Ending(result.status, history=result.history, histograms=result.histograms)
         if result.status == "diverged":
             ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
+        elif result.status == "stopped":  # only the pruning callback stops training
+            ending.outcome, ending.reason = "pruned", result.stop_reason
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or a Ray cancel
         bar.close()
         interrupted = _signal_name(exc, ctx)
@@ -195,7 +206,8 @@ class _HistoryHolder:
         self.history = history
 
 
-def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracker:
+def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built,
+                    extra_tags: dict[str, str]) -> RunTracker:
     """Open the job's run (params, tags, its parent) and the training callback writing to it."""
     from backprop_lab import tracking
 
@@ -209,11 +221,13 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built) -> RunTracke
         **{f"choice.{k}": v for k, v in ctx.choices.items()},
         **tracking.git_tags(),
         OUTPUT_DIR_TAG: str(ctx.output_dir),
+        **extra_tags,
     }
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)
     return tracking.RunTracker(tracking.open_store(uri), run_id,
-                               log_every=cfg.tracking.log_every)
+                               log_every=cfg.tracking.log_every,
+                               log10=list(cfg.tracking.log10))
 
 
 def task(cfg: DictConfig) -> dict:

@@ -91,6 +91,11 @@ def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
     return jobs, swept
 
 
+def is_search(config: DictConfig) -> bool:
+    """Is the sweeper the project's Optuna sweeper (conf/hydra/sweeper/optuna.yaml)?"""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("BackpropLabOptunaSweeper")
+
+
 def job_configs(config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
     """Every job's task config, as Hydra will compose it, composing as little as possible.
 
@@ -144,6 +149,10 @@ class TrackingCallback(Callback):
         self.parent_run_id: str | None = None
         self.sweep_id: str | None = None
         self.n_jobs = 0
+        self.search = False  # an Optuna search (harness/hpo.py), not a grid
+        self.experiment_id: str | None = None
+        self.swept: list[str] = []
+        self.title = "sweep"
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -161,7 +170,17 @@ class TrackingCallback(Callback):
         # signal on to the jobs running, and ends the sweep with its table (stopping.py).
         stopping.install(raising=False)
         expanded = sweep_jobs(config)
-        if expanded is None:
+        self.search = is_search(config)
+        if self.search:  # the bounds and choices of an Optuna search, per study
+            from backprop_lab.harness import hpo
+
+            try:
+                _, space = hpo.settings_and_space(config)
+            except hpo.SweepConfigError as exc:
+                _fail(str(exc))
+            jobs, swept = space.corners(), hpo.swept_keys(space)
+            job_cfgs = job_configs(config, jobs)
+        elif expanded is None:
             jobs, swept = [], []
             job_cfgs = [task_config(config)]
         else:
@@ -170,7 +189,7 @@ class TrackingCallback(Callback):
         for num, cfg in enumerate(job_cfgs):
             check_job(cfg, f"job {num} ({' '.join(jobs[num])}): " if jobs else "")
         self._preflight(config, job_cfgs[0])
-        self.n_jobs = len(jobs)
+        self.n_jobs = 0 if self.search else len(jobs)  # a search's trials: known as it runs
         self.sweep_id = uuid.uuid4().hex
         os.environ[ENV_SWEEP_ID] = self.sweep_id
         sweep_dir, sweep_id = Path(config.hydra.sweep.dir), self.sweep_id
@@ -205,6 +224,7 @@ class TrackingCallback(Callback):
         }
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
         _HEARTBEATS[self.parent_run_id] = tracking.start_heartbeat(self.uri, self.parent_run_id)
+        self.experiment_id, self.swept, self.title = experiment_id, swept, name[:250]
         os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
         atexit.register(self._end_parent_if_open)
         print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
@@ -213,7 +233,13 @@ class TrackingCallback(Callback):
         from backprop_lab.harness.progress import runs_table
 
         summaries = collect_summaries(Path(config.hydra.sweep.dir), self.sweep_id)
-        failed = [s for s in summaries if s["outcome"] != "finished"]
+        # In a search, pruned and diverged trials are results (Optuna has them), not failures.
+        expected = ("finished", "pruned", "diverged") if self.search else ("finished",)
+        failed = [s for s in summaries if s["outcome"] not in expected]
+        if self.search:
+            from backprop_lab.harness.hpo import ENV_LAUNCHED
+
+            self.n_jobs = int(os.environ.pop(ENV_LAUNCHED, 0))
         missing = max(0, self.n_jobs - len(summaries))
         print()
         if summaries:
@@ -233,8 +259,17 @@ class TrackingCallback(Callback):
         if self.parent_run_id:
             from backprop_lab.tracking import ArtifactSpec, end_run, open_store
 
-            # The sweep's table and config.
-            open_store(self.uri).log_artifacts(
+            store = open_store(self.uri)
+            extra = self._report(config, sweep_dir)
+            # The sweep's result as the parent's description, its table and config.
+            from backprop_lab.harness.sweep_summary import NOTE_TAG, description
+
+            command = "python train.py -m " + " ".join(
+                [*config.hydra.overrides.hydra, *config.hydra.overrides.task])
+            store.set_tags(self.parent_run_id, {NOTE_TAG: description(
+                title=self.title, command=command, summaries=summaries, swept=self.swept,
+                experiment_id=self.experiment_id, sweep_dir=sweep_dir, extra=extra)})
+            store.log_artifacts(
                 self.parent_run_id,
                 [ArtifactSpec(sweep_dir / name) for name in ("runs.csv", "multirun.yaml")])
             total = self.n_jobs or len(summaries)
@@ -268,6 +303,21 @@ class TrackingCallback(Callback):
             raise SystemExit(1)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _report(self, config: DictConfig, sweep_dir: Path) -> list[str]:
+        """With ``report: true``: the analysis report of the sweep (analysis/report.py) into
+        <sweep>/report and the parent's artifacts; markdown lines linking its figures."""
+        if not config.get("report") or not self.parent_run_id:
+            return []
+        from backprop_lab.analysis.report import sweep_report
+
+        try:
+            return sweep_report(self.uri, self.parent_run_id, sweep_dir / "report")
+        except Exception as exc:  # the sweep's runs are recorded; the report can be redone
+            sys.stderr.write(f"warning: the sweep's report failed: {exc}\n"
+                             "  redo it: python -m backprop_lab.analysis.report "
+                             f"--uri {self.uri} --sweep {self.parent_run_id} --out DIR\n")
+            return []
+
     def _preflight(self, config: DictConfig, cfg: DictConfig) -> None:
         """Fail within seconds, before anything is created, when the Ray cluster or the tracking
         server the run needs is not there (MLflow's own retries take minutes to give up)."""

@@ -24,6 +24,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from backprop_lab.contract import EXPERIMENTS_DIR
 from backprop_lab.engine.activations import ACTIVATIONS
+from backprop_lab.engine.history import LAYER_METRICS, LOG10_METRICS
 from backprop_lab.engine.initializers import INIT_CHOICES
 from backprop_lab.engine.losses import OUTPUTS
 
@@ -109,6 +110,13 @@ class TrackingConfig:
     # None: <store folder>/mlartifacts for SQLite; the server's choice over HTTP.
     artifact_location: str | None = None
     log_every: int = 1  # MLflow gets every n-th epoch (and the last); history.csv has them all
+    # Per-layer metrics whose log10 MLflow also gets, as <metric>_log10/layer_NN, so the UI's
+    # linear axes read quantities that span decades; [] for none (engine/history.py).
+    log10: list[str] = field(default_factory=lambda: list(LOG10_METRICS))
+    # Step images for the UI's image charts (gradient profile and histograms at every
+    # histogram epoch: harness/step_images.py). null: like `figures` (single runs yes, jobs of
+    # a sweep no); true/false: always/never.
+    images: bool | None = None
     log_artifacts: bool = True
 
 
@@ -131,6 +139,10 @@ class Config:
     # null: for a single run, not for each job of a sweep (render any run's later with
     # `python -m backprop_lab.harness.run_figures RUN_ID`); true/false: always/never.
     figures: bool | None = None
+    # At the end of a sweep, the analysis report (analysis/report.py: figures and summary)
+    # into the sweep's folder and its parent run's artifacts (report/), linked from the
+    # parent's description.
+    report: bool = False
 
 
 # Schemas live under schema/ (not in the groups themselves, so `--help` and Hydra's "available
@@ -196,6 +208,8 @@ def validate(cfg: DictConfig) -> None:
             ("threads", cfg.threads is None or cfg.threads >= 1,
              "must be a positive integer (or null to leave BLAS alone)"),
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
+            ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
+             f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
             # there, just no hidden layer.
             ("model.depth", "depth" not in cfg.model or 1 <= cfg.model.depth <= MAX_DEPTH,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Ending:
-    """How a job ended: finished | diverged | failed | killed, why, and what it recorded."""
+    """How a job ended: finished | diverged | failed | killed | pruned, why, what it recorded."""
 
     outcome: str
     reason: str | None = None
@@ -79,6 +79,27 @@ def _warn(message: str) -> None:
     sys.stderr.flush()
 
 
+def _step_images(ctx: JobContext, ending: Ending, tracker: RunTracker) -> dict[str, str]:
+    """Render the run's step images into its folder (logged with its artifacts); the tags
+    that tell the UI the run has images, and what rendering took."""
+    from backprop_lab.harness.step_images import save_step_images
+    from backprop_lab.tracking.images import IMAGES_DIR, LOGGED_IMAGES_TAG
+
+    tic = time.perf_counter()
+    times = tracker._times if tracker._times is not None else []
+    stamps = [t or int(time.time() * 1000) for t in times]
+    try:
+        n = save_step_images(ending.history, ending.histograms, ctx.output_dir / IMAGES_DIR,
+                             stamps, ctx.run_name)
+    except Exception as exc:  # the metrics and outputs matter more
+        _warn(f"could not render the run's step images: {exc}")
+        return {}
+    if not n:
+        return {}
+    return {LOGGED_IMAGES_TAG: "True",
+            "backprop_lab.seconds.images": f"{time.perf_counter() - tic:.3f}"}
+
+
 def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
              tracker: RunTracker | None, *, figures: bool) -> str:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
@@ -115,6 +136,10 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     if tracker is None:
         return f"kept {files}."
     timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
+    images = cfg.tracking.images if cfg.tracking.images is not None else not ctx.multirun
+    if (images and ending.outcome != "killed"  # stopping should be quick
+            and cfg.tracking.log_artifacts and store_error is None):
+        timings |= _step_images(ctx, ending, tracker)
     if cfg.tracking.log_artifacts and store_error is None:
         try:
             tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))

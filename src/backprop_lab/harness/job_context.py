@@ -36,9 +36,11 @@ def _short(key: str, value: str) -> str:
         return value
     last = key.rsplit(".", 1)[-1]
     try:
-        float(value)
+        number = float(value)
     except ValueError:
         return f"{last}={value}"
+    if len(value) > 10:  # a value a search sampled, e.g. 0.012345678901234
+        value = f"{number:.4g}"
     return f"{last}{value}"  # depth10, seed1, lr0.1
 
 

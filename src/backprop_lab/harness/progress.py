@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from backprop_lab.engine.history import layer_metric_name
+
 
 class ProgressBar:
     """Training callback showing epoch, loss and accuracy in a tqdm bar (on stderr).
@@ -62,8 +64,8 @@ class ProgressBar:
 
 def grad_ratio(final: Mapping[str, float], n_layers: int) -> float:
     """grad_norm of layer 1 over grad_norm of layer L at the final epoch (<< 1: vanishing)."""
-    first = final.get("grad_norm/layer_1", math.nan)
-    last = final.get(f"grad_norm/layer_{n_layers}", math.nan)
+    first = final.get(layer_metric_name("grad_norm", 1), math.nan)
+    last = final.get(layer_metric_name("grad_norm", n_layers), math.nan)
     if not (math.isfinite(first) and math.isfinite(last)) or last == 0:
         return math.nan
     return first / last

@@ -65,6 +65,7 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
 def artifact_specs(folder: Path) -> list:
     """The files of a job's folder that are logged to its run (missing ones are skipped)."""
     from backprop_lab.tracking import ArtifactSpec
+    from backprop_lab.tracking.images import IMAGES_DIR
 
     return [
         ArtifactSpec(folder / CONFIG_FILE),
@@ -73,4 +74,5 @@ def artifact_specs(folder: Path) -> list:
         ArtifactSpec(folder / HISTORY_FILE),
         ArtifactSpec(folder / HISTOGRAMS_FILE),
         ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
+        ArtifactSpec(folder / IMAGES_DIR, IMAGES_DIR),  # the UI's image charts (step_images.py)
     ]

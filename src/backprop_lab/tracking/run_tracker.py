@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
+
+from backprop_lab.engine.history import LOG10_METRICS, log10_companions
 
 #: Values per write. Larger blocks cost less per value (fewer transactions or requests) but wait
 #: longer before they show in the UI.
@@ -26,11 +29,15 @@ class RunTracker:
         run_id: the run to write to.
         log_every: log every n-th epoch (and always the last one).
         block_values: write once this many values are waiting.
+        log10: the per-layer metrics whose log10 is logged too, as companions
+            (``engine.history.log10_companions``); empty: none.
     """
 
     def __init__(self, backend, run_id: str, *, log_every: int = 1,
-                 block_values: int = BLOCK_VALUES) -> None:
+                 block_values: int = BLOCK_VALUES,
+                 log10: Sequence[str] = LOG10_METRICS) -> None:
         self.backend = backend
+        self.log10 = tuple(log10)
         self.run_id = run_id
         self.log_every = max(1, int(log_every))
         self.block_values = block_values
@@ -79,7 +86,10 @@ class RunTracker:
         self.history = history
         capacity = len(history.scalars["train/loss"])
         self._times = np.zeros(capacity, dtype=np.int64)
-        n_metrics = max(1, len(history.metric_names()))
+        names = history.metric_names()
+        if self.log10:
+            names += log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
+        n_metrics = max(1, len(names))
         self._rows_per_block = max(1, self.block_values // n_metrics) * self.log_every
 
     def _rows(self, stop: int, final: bool) -> np.ndarray:
@@ -106,6 +116,9 @@ class RunTracker:
         if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
+            if self.log10:
+                extra_names, extra = log10_companions(names, values, self.log10)
+                names, values = [*names, *extra_names], np.concatenate([values, extra])
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
             self.backend.log_metrics(self.run_id, names, rows, values, times)

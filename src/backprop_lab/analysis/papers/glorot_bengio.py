@@ -15,6 +15,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from backprop_lab.engine.history import layer_metric_name
+
 from .. import mean_field
 from ..histograms import pooled, quantile
 from ..summary import markdown_table
@@ -104,7 +106,7 @@ def claims(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Claim]:
             f"{dataset}: with sigmoid (standard init) the top hidden layer's mean activation "
             f"falls toward 0 early in training (Fig. 2; rule: below half its initial value "
             f"within the first {EARLY:.0%} of the epochs)",
-            f"act_mean/layer_{top} (mean over seeds): {start:.3f} at init, lowest "
+            f"{layer_metric_name('act_mean', top)} (mean over seeds): {start:.3f} at init, lowest "
             f"{at_early:.3f} by epoch {early}, lowest overall {float(curve.min()):.3f} at "
             f"epoch {low_epoch}, {float(curve.iloc[-1]):.3f} at the end (epoch {epochs})",
             at_early < 0.5 * start))

@@ -1,0 +1,1 @@
+"""backprop-lab's Hydra sweeper plugin (Hydra instantiates plugins from hydra_plugins only)."""
