@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -362,3 +363,18 @@ def all_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Figure
         except MissingData as missing:
             warnings.warn(f"figure {name} left out: {missing}", stacklevel=2)
     return drawn
+
+
+def save_figures(figures: dict[str, Figure], out: Path, dpi: int = 120
+                 ) -> tuple[list[Path], dict[str, str]]:
+    """Write each figure as ``out/<name>.png`` and close it; returns (the files, a link title
+    -> file name for each, as the summaries list them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written, links = [], {}
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+        links[name.replace("_", " ")] = path.name
+    return written, links

@@ -73,19 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
     """Save every figure as ``<out>/<name>.png`` and the summary as ``<out>/summary.md``;
     return the files written."""
-    import matplotlib.pyplot as plt
-
-    from backprop_lab.analysis.figures import all_figures
+    from backprop_lab.analysis.figures import all_figures, save_figures
     from backprop_lab.analysis.summary import summary_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
-    written, links = [], {}
-    for name, fig in all_figures(sweep.runs, sweep.histories).items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-        links[name.replace("_", " ")] = path.name
+    written, links = save_figures(all_figures(sweep.runs, sweep.histories), out, dpi)
     summary = out / "summary.md"
     summary.write_text(summary_markdown(sweep, links), encoding="utf-8")
     written.append(summary)

@@ -32,17 +32,10 @@ def build_report(paper: str, sweep) -> PaperReport:
 def write_paper_report(paper: str, sweep, out: Path, dpi: int = 120) -> list[Path]:
     """Every figure of the paper's report as ``<out>/<name>.png`` and ``<out>/summary.md``;
     returns the files written."""
-    import matplotlib.pyplot as plt
+    from ..figures import save_figures
 
     report = build_report(paper, sweep)
-    out.mkdir(parents=True, exist_ok=True)
-    written, links = [], {}
-    for name, fig in draw(report.figures).items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-        links[name.replace("_", " ")] = path.name
+    written, links = save_figures(draw(report.figures), out, dpi)
     summary = out / "summary.md"
     summary.write_text(paper_markdown(report, sweep, links), encoding="utf-8")
     written.append(summary)
