@@ -106,7 +106,7 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
                 image_child=None, image_steps: tuple[int, ...] = (0,)) -> dict[str, float]:
     """Open the pages, check them, save screenshots into ``out``; seconds per page.
     ``image_steps``: the steps of the child's images (the slider must reach the last)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     child = image_child or children[0]
@@ -175,11 +175,13 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
                          ".some(i => i.src.includes(s) && i.complete && i.naturalWidth > 0)")
                 page.wait_for_function(shown, arg="gradient_profile%2Bstep%2B0%2B")
                 last = max(image_steps)
-                track = dialog.locator("span.TRACK").first.bounding_box()  # the step slider
+                thumb = dialog.get_by_role("slider").first  # the step slider's thumb
+                thumb.wait_for()  # the slider renders after the first image
+                track = dialog.locator("span.TRACK").first.bounding_box()
                 page.mouse.click(track["x"] + track["width"] - 1,
                                  track["y"] + track["height"] / 2)
-                thumb = dialog.get_by_role("slider").first
-                assert thumb.get_attribute("aria-valuenow") == str(last), "slider did not move"
+                # The slider's value follows the click (retried for up to 10 s).
+                expect(thumb).to_have_attribute("aria-valuenow", str(last), timeout=10_000)
                 page.wait_for_function(shown, arg=f"gradient_profile%2Bstep%2B{last}%2B")
                 dialog.locator("img.rc-image-img").last.scroll_into_view_if_needed()
                 page.screenshot(path=str(out / "run_image_chart_slider.png"))
