@@ -93,3 +93,32 @@ def test_a_signal_the_process_ignores_stays_ignored():
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "saved SIGTERM" in out
+
+
+def test_a_job_reading_the_stop_file_never_sees_it_half_written(tmp_path):
+    """Jobs poll the sweep's stop file while the launching process writes it: a reader must
+    see either no file or the signal's name, never an empty file (CI once caught a job that
+    recorded "a stop signal" instead of SIGINT)."""
+    import threading
+
+    from backprop_lab.harness import stopping
+
+    seen: set[str | None] = set()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            seen.add(stopping.sweep_stopped(tmp_path, "s1"))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for _ in range(2000):
+            stopping.request_sweep_stop(tmp_path, "s1", "SIGINT")
+            stopping.stop_file(tmp_path, "s1").unlink()
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= {None, "SIGINT"}, seen
+    assert "SIGINT" in seen
+    assert list(tmp_path.iterdir()) == []

@@ -168,9 +168,12 @@ def stop_file(sweep_dir: str | Path, sweep_id: str) -> Path:
 
 
 def request_sweep_stop(sweep_dir: str | Path, sweep_id: str, signame: str) -> None:
+    """Write the stop file atomically: a job reading it never sees it empty."""
     path = stop_file(sweep_dir, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(signame)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(signame)
+    os.replace(partial, path)
 
 
 def sweep_stopped(sweep_dir: str | Path | None, sweep_id: str | None) -> str | None:
