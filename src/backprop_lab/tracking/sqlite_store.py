@@ -53,11 +53,13 @@ INSERT_PAIRS = ("INSERT INTO {table} (key, value, run_uuid)"
 REPLACE_TAGS = ("INSERT OR REPLACE INTO tags (key, value, run_uuid)"
                 " SELECT p.value ->> 0, p.value ->> 1, :run FROM json_each(:rows) AS p")
 # Value i of the flattened (k, n) block is metric i // n at step i % n; is_nan is the i-th
-# character of a string of 0s and 1s. Rows already stored are skipped (a repeated flush).
+# byte of a blob of b"0" and b"1" (a blob, not text: substr on text counts UTF-8 characters
+# from the start, O(i) per row, which made the insert 1.5x slower). Rows already stored are
+# skipped (a repeated flush).
 INSERT_METRICS = (
     "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan)"
     " SELECT :names ->> (v.key / :n), v.value, :times ->> (v.key % :n), :run,"
-    " :steps ->> (v.key % :n), substr(:nan, v.key + 1, 1) = '1' FROM json_each(:values) AS v"
+    " :steps ->> (v.key % :n), substr(:nan, v.key + 1, 1) = x'31' FROM json_each(:values) AS v"
 )
 # MLflow's rule: latest_metrics holds the row with the greatest (step, timestamp, value).
 UPSERT_LATEST = (
@@ -379,7 +381,7 @@ class SqliteStore:
                 "run": run_id, "n": n, "names": json.dumps(list(names)),
                 "steps": json.dumps(steps.tolist()), "times": json.dumps(timestamps.tolist()),
                 "values": json.dumps(stored.ravel().tolist()),
-                "nan": (is_nan.ravel().astype(np.uint8) + ord("0")).tobytes().decode(),
+                "nan": (is_nan.ravel().astype(np.uint8) + ord("0")).tobytes(),
             }),
             (UPSERT_LATEST, {"run": run_id, "rows": json.dumps(latest)}),
         ])
