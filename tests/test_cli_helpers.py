@@ -158,22 +158,26 @@ def test_a_job_that_raises_is_recorded_failed_with_its_reason(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(("sweep", "compositions"), [
-    (["activation=sigmoid,tanh,relu"], 1),
+    (["activation=sigmoid,tanh,relu"], 0),  # the flagship: every job derived from the master
+    (["activation=sigmoid,tanh", "epochs=5", "tracking=none", "+foo=1"], 0),
     (["model=mlp,deep", "optimizer.lr=0.1,0.2", "seed=1"], 2),
-    (["experiment=vanishing_gradients", "model.depth=2,5", "activation=relu,tanh"], 1),
+    (["experiment=vanishing_gradients", "model.depth=2,5", "activation=relu,tanh"], 0),
     (["optimizer=momentum,adam", "++optimizer.weight_decay=0.01", "epochs=5,6"], 2),
     (["optimizer=sgd,adam", "optimizer.lr=0.1,0.2"], 2),
     (["+foo=1,2", "seed=3,4"], 2),  # a key added by the job: composed with it
     (["+foo=1", "foo=2,3"], 2),  # a key added and set in one job: composed each time
-    (["hydra.job.config.override_dirname.item_sep=_,+", "seed=1,2"], 2),
+    # A hydra.* override of the command line: the master's, and in override_dirname's layout.
+    (["hydra.job.config.override_dirname.item_sep=_", "seed=1,2", "epochs=3"], 0),
 ])
 def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None:
-    """job_configs (and, through the composer it installs, Hydra's sweeper and launcher) compose
-    once per distinct choice of the non-value overrides and apply value overrides on top: every
-    job's full config, hydra node included, equals the one Hydra composes from scratch."""
-    from hydra import compose, initialize_config_dir
+    """job_configs (and, through the composer it installs, Hydra's sweeper and launcher) derive
+    jobs from the sweep's own composition where it fits, compose once per distinct choice of the
+    other non-value overrides, and apply value overrides on top: every job's full config, hydra
+    node included, equals the one Hydra composes from scratch."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf, read_write
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from backprop_lab.contract import CONF_DIR
     from backprop_lab.harness.callbacks import job_configs, sweep_jobs, task_config
@@ -181,14 +185,12 @@ def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        # As Hydra's multirun composes it: the fixed overrides applied, the sweep recorded.
-        master = compose("config", overrides=[o for o in sweep if "," not in o],
-                         return_hydra_config=True)
-        with read_write(master):
-            master.hydra.overrides.task = sweep
+        loader = GlobalHydra.instance().hydra.config_loader
+        # As Hydra's multirun composes it (hydra._internal.utils._run_app appends the mode).
+        master = loader.load_configuration("config", [*sweep, "hydra.mode=MULTIRUN"],
+                                           RunMode.MULTIRUN, validate_sweep_overrides=False)
         jobs, _ = sweep_jobs(master)
         assert len(jobs) > 1
-        loader = GlobalHydra.instance().hydra.config_loader
         hydras_own = type(loader).load_sweep_config  # the class's method: not the composer's
         try:
             fast = job_configs(master, jobs)
@@ -203,6 +205,75 @@ def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None
             assert composer.compositions == compositions  # the launcher's calls composed nothing
         finally:
             del loader.load_sweep_config  # the composer lives as long as the sweep
+
+
+@pytest.mark.parametrize("overrides", [
+    ["activation=sigmoid,tanh,relu"],
+    ["model=mlp,deep", "+foo=1", "hydra.sweep.dir=elsewhere", "epochs=3"],
+    ["hydra.mode=MULTIRUN", "seed=1,2"],  # the mode given by the user as well
+])
+def test_the_sweep_reuses_the_composition_hydra_made_for_its_mode(overrides,
+                                                                   monkeypatch) -> None:
+    """Hydra composes once to read hydra.mode and once for the sweep: with
+    mode_composition_reused the second is the first plus the appended hydra.mode override,
+    equal to Hydra's own composition node for node; anything else composes as usual."""
+    from hydra import initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from backprop_lab.contract import CONF_DIR
+    from backprop_lab.harness.config import register_configs
+    from backprop_lab.harness.sweep_configs import mode_composition_reused
+
+    register_configs()
+    calls = []
+    composing = ConfigLoaderImpl._load_configuration_impl
+    monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration_impl",
+                        lambda self, *a, **k: calls.append(a) or composing(self, *a, **k))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        loader = hydra.config_loader
+        appended = [*overrides, "hydra.mode=MULTIRUN"]
+        with mode_composition_reused():
+            mode = hydra.get_mode("config", list(overrides))
+            reused = hydra.compose_config("config", appended, run_mode=RunMode.MULTIRUN)
+            assert len(calls) == 1
+            assert "load_configuration" not in vars(loader) or \
+                vars(loader)["load_configuration"].__func__ is ConfigLoaderImpl.load_configuration
+            # Another composition (a single run's) is Hydra's own.
+            hydra.get_mode("config", list(overrides))
+            with pytest.raises(ConfigCompositionException, match="Ambiguous value"):
+                hydra.compose_config("config", [*overrides, "hydra.mode=RUN"],
+                                     run_mode=RunMode.RUN)
+            assert len(calls) == 3
+        own = loader.load_configuration("config", appended, RunMode.MULTIRUN)
+        assert mode == hydra.get_mode("config", list(overrides))  # Hydra's own
+    assert OmegaConf.to_container(reused) == OmegaConf.to_container(own)
+    assert list(reused.hydra.overrides.hydra) == list(own.hydra.overrides.hydra)
+
+
+def test_a_sweep_over_hydras_config_is_still_rejected_with_the_reused_composition() -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+
+    from backprop_lab.contract import CONF_DIR
+    from backprop_lab.harness.config import register_configs
+    from backprop_lab.harness.sweep_configs import mode_composition_reused
+
+    register_configs()
+    overrides = ["hydra.job.chdir=true,false", "seed=1,2"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        with mode_composition_reused():
+            hydra.get_mode("config", list(overrides))
+            with pytest.raises(ConfigCompositionException, match="Sweeping over Hydra"):
+                hydra.compose_config("config", [*overrides, "hydra.mode=MULTIRUN"],
+                                     run_mode=RunMode.MULTIRUN)
 
 
 def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:

@@ -245,10 +245,13 @@ def main() -> None:
     warnings.filterwarnings(
         "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
         category=UserWarning)
+    from backprop_lab.harness.sweep_configs import mode_composition_reused
+
     register_configs()
     stopping.install(raising=True)
     try:
-        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
+        with mode_composition_reused():
+            hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: one line, no traceback
         name = getattr(exc, "signame", "SIGINT")
         message = getattr(exc, "message", None) or "stopped before any run was created."

@@ -15,6 +15,14 @@ deletions, ``hydra.*`` keys) and derives each job from that composition the way 
 3. set what Hydra derives from the overrides: ``hydra.overrides.task`` (in the job's order) and
    ``hydra.job.override_dirname``; copy the sweep's resolver cache (timestamps) as Hydra does.
 
+Often a job needs no composition at all: the one Hydra made for the sweep itself (the master
+config) already is it, with the swept keys at their defaults. A job is derived from a copy of the
+master when its overrides other than plain ones are exactly the command line's fixed ones (same
+groups, additions, deletions, in order; the ``hydra.*`` ones are the master's by construction),
+every fixed plain value of the command line is set again by the job, and no config group was left
+missing (``???``: Hydra's composition of the job must fail then). The flagship sweep then composes
+nothing beyond the master, with or without ``tracking=none``.
+
 An override is plain when it changes (no ``+``, ``~``, ``++``) a key that is not a config group
 and not under ``hydra.``, has no ``@package``, and no other value override of the job touches
 the same key or a key above or below it (then the order of application could matter; a group
@@ -26,13 +34,21 @@ node for node, over sweeps of values, groups, additions and mixtures.
 
 :meth:`SweepComposer.install` puts the composer in front of the Hydra instance's config loader
 for the sweep, so the sweeper's check, the launchers (basic, joblib, Ray) and this project's
-check all share the compositions: the flagship sweep composes once instead of seven times.
+check all share the compositions: the flagship sweep composes no job from scratch (it composed
+seven times without the composer).
+
+:func:`mode_composition_reused` removes one more composition, Hydra's own: before a sweep, Hydra
+composes the whole config just to read ``hydra.mode`` (``Hydra.get_mode``) and then composes it
+again for the sweep, with ``hydra.mode=MULTIRUN`` appended. The first composition is kept and
+handed to the second, which only applies the appended override (the tests compare the result with
+Hydra's own composition).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -47,7 +63,8 @@ class SweepComposer:
         self.loader = loader
         self.compose = loader.load_sweep_config  # Hydra's own, bound before install replaces it
         self.parser = OverridesParser.create(config_loader=loader)
-        self.bases: dict[tuple[str, ...], DictConfig] = {}
+        # (from the master?, the other overrides) -> their composition
+        self.bases: dict[tuple[bool, tuple[str, ...]], DictConfig] = {}
         self.groups: dict[str, bool] = {}  # key -> names a config group
         self.compositions = 0  # how many times Hydra composed (the tests count them)
 
@@ -72,10 +89,14 @@ class SweepComposer:
         parsed = self.parser.parse_overrides(overrides)
         plain = self._plain(parsed)
         rest = tuple(text for text, p in zip(overrides, parsed, strict=True) if id(p) not in plain)
-        base = self.bases.get(rest)
-        if base is None:
+        from_master = self._master_fits(master_config, parsed, plain, rest)
+        key = (from_master, rest)
+        base = self.bases.get(key)
+        if base is None and from_master:
+            base = self.bases[key] = copy.deepcopy(master_config)
+        elif base is None:
             self.compositions += 1
-            base = self.bases[rest] = self.compose(master_config, list(rest))
+            base = self.bases[key] = self.compose(master_config, list(rest))
         cfg = copy.deepcopy(base)  # the caller's to change (launchers set hydra.job.num)
         ConfigLoaderImpl._apply_overrides_to_config([p for p in parsed if id(p) in plain], cfg)
         task = [p for p in parsed if not p.is_hydra_override()]
@@ -90,6 +111,26 @@ class SweepComposer:
             )
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+    def _master_fits(self, master_config: DictConfig, job: list, plain: set[int],
+                     rest: tuple[str, ...]) -> bool:
+        """May the job (``job`` parsed, ``plain`` the ids of its plain overrides, ``rest`` the
+        others) be derived from the master config instead of composed?"""
+        from hydra.types import RunMode
+
+        if master_config.hydra.mode != RunMode.MULTIRUN:
+            return False  # a master composed some other way (an API caller's)
+        choices = master_config.hydra.runtime.choices
+        if any(OmegaConf.is_missing(choices, group) for group in choices):
+            return False  # a config group left missing: Hydra's composition of a job must fail
+        fixed = [p for p in self.parser.parse_overrides(list(master_config.hydra.overrides.task))
+                 if not p.is_sweep_override()]
+        fixed_plain = self._plain(fixed)
+        if tuple(p.input_line for p in fixed if id(p) not in fixed_plain) != rest:
+            return False  # the job's groups, additions or deletions are not the master's
+        # Every fixed value the master applied, the job applies again.
+        return ({p.key_or_group for p in fixed if id(p) in fixed_plain}
+                <= {p.key_or_group for p in job if id(p) in plain})
 
     def _is_group(self, key: str) -> bool:
         if key not in self.groups:
@@ -121,3 +162,74 @@ class SweepComposer:
 def _related(a: str, b: str) -> bool:
     """The keys are equal or one lies under the other (``model`` and ``model.depth``)."""
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+@contextlib.contextmanager
+def mode_composition_reused() -> Iterator[None]:
+    """Within this block, Hydra's multirun reuses the composition ``Hydra.get_mode`` made.
+
+    Hydra composes the config once to read ``hydra.mode`` and once more for the sweep with
+    ``hydra.mode=<mode>`` appended to the same overrides (``hydra._internal.utils._run_app``).
+    The first composition is kept; the second call, if it has exactly those overrides plus only
+    ``hydra.mode`` ones and the multirun mode, gets it with the appended overrides applied and
+    recorded as Hydra does, after Hydra's check of the sweep overrides. Any other call composes
+    as usual. A private Hydra method (``Hydra.get_mode``) is replaced for the block.
+    """
+    from hydra._internal.hydra import Hydra
+
+    hydras_own = Hydra.get_mode
+
+    def get_mode(self, config_name: str | None, overrides: list[str]) -> Any:
+        from hydra.types import RunMode
+
+        try:
+            cfg = self.compose_config(config_name=config_name, overrides=overrides,
+                                      with_log_configuration=False, run_mode=RunMode.MULTIRUN,
+                                      validate_sweep_overrides=False)
+        except Exception:  # as Hydra's own: the real composition reports the error
+            return None
+        _ReusedComposition(self.config_loader, config_name, overrides, cfg)
+        return cfg.hydra.mode
+
+    Hydra.get_mode = get_mode
+    try:
+        yield
+    finally:
+        Hydra.get_mode = hydras_own
+
+
+class _ReusedComposition:
+    """Serves the loader's next ``load_configuration`` from ``cfg`` when it fits, once."""
+
+    def __init__(self, loader: Any, config_name: str | None, overrides: list[str],
+                 cfg: DictConfig) -> None:
+        self.loader, self.config_name, self.cfg = loader, config_name, cfg
+        self.overrides = list(overrides)  # Hydra extends the caller's list afterwards
+        self.hydras_own = loader.load_configuration
+        loader.load_configuration = self.load_configuration
+
+    def load_configuration(self, config_name: str | None, overrides: list[str], run_mode: Any,
+                           from_shell: bool = True,
+                           validate_sweep_overrides: bool = True) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.types import RunMode
+
+        self.loader.load_configuration = self.hydras_own  # once
+        n = len(self.overrides)
+        parsed = OverridesParser.create(config_loader=self.loader).parse_overrides(
+            list(overrides))
+        appended = parsed[n:]
+        if not (run_mode == RunMode.MULTIRUN and from_shell and config_name == self.config_name
+                and list(overrides[:n]) == self.overrides
+                and all(p.key_or_group == "hydra.mode" and not p.is_sweep_override()
+                        and p.type.name == "CHANGE" for p in appended)):
+            return self.hydras_own(config_name, overrides, run_mode, from_shell,
+                                   validate_sweep_overrides)
+        if validate_sweep_overrides:
+            ConfigLoaderImpl.validate_sweep_overrides_legal(parsed, run_mode, from_shell)
+        cfg = self.cfg
+        ConfigLoaderImpl._apply_overrides_to_config(appended, cfg)
+        for p in appended:
+            cfg.hydra.overrides.hydra.append(p.input_line)
+        return cfg
