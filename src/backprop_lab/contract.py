@@ -47,6 +47,11 @@ STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "kil
 #: The Optuna study a trial belongs to (on the sweep's parent and on every trial's run).
 STUDY_TAG = "backprop_lab.optuna.study"
 TRIAL_TAG = "backprop_lab.optuna.trial"  # the trial's number in its study
+#: Environment variables the Optuna sweeper (harness/hpo.py) sets for each trial's job: the
+#: study journal, the study's id and the trial's id.
+OPTUNA_STORAGE_ENV = "BACKPROP_LAB_OPTUNA_STORAGE"
+OPTUNA_STUDY_ENV = "BACKPROP_LAB_OPTUNA_STUDY_ID"
+OPTUNA_TRIAL_ENV = "BACKPROP_LAB_OPTUNA_TRIAL_ID"
 #: Where the sweeper keeps its studies unless told otherwise: beside a SQLite store.
 STUDIES_FILE = "optuna-studies.journal"
 

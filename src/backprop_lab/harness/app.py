@@ -15,6 +15,7 @@ status at the end.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from omegaconf import DictConfig
 
 from backprop_lab.contract import (
     CONF_DIR,
+    OPTUNA_TRIAL_ENV,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
     telemetry_off,
@@ -104,7 +106,7 @@ def _train_and_track(cfg: DictConfig) -> dict:
         return without_run("failed", f"invalid config: {exc}")
 
     trial = None
-    if ctx.multirun:  # a trial of an Optuna sweep (harness/hpo.py)?
+    if ctx.multirun and OPTUNA_TRIAL_ENV in os.environ:  # a trial of an Optuna sweep?
         from backprop_lab.harness import hpo_trial
 
         trial = hpo_trial.current_trial()

@@ -321,6 +321,9 @@ class TrackingCallback(Callback):
     def _preflight(self, config: DictConfig, cfg: DictConfig) -> None:
         """Fail within seconds, before anything is created, when the Ray cluster or the tracking
         server the run needs is not there (MLflow's own retries take minutes to give up)."""
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if not cfg.tracking.enabled and not launcher.endswith("RayLauncher"):
+            return  # nothing outside to check (and no tracking code to import)
         from backprop_lab import tracking
         from backprop_lab.tracking.ray_launcher import PreflightError, preflight
 

@@ -108,8 +108,6 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     the outputs are saved anyway, a finished run becomes FAILED naming the store's error, and
     the run is still ended. Returns one sentence saying what was kept and where.
     """
-    from backprop_lab import tracking
-
     history = ending.history
     rows = history.n_rows if history is not None else 0
     store_error: Exception | None = None
@@ -159,6 +157,8 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             reason = f"{reason}; {problem}"
     run = f"run {tracker.run_id} in {tracker.backend.uri}"
     ending.outcome, ending.reason = outcome, reason  # summary.json, read by the orphan check
+    from backprop_lab import tracking
+
     try:
         tracking.end_run(tracker.backend.uri, tracker.run_id, outcome, reason, timings)
     except Exception as exc:

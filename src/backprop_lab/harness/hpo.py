@@ -30,10 +30,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from backprop_lab.contract import OPTUNA_STORAGE_ENV, OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV
+
 #: The job's link to its trial, passed per job through ``hydra.job.env_set``.
-ENV_STORAGE = "BACKPROP_LAB_OPTUNA_STORAGE"
-ENV_STUDY_ID = "BACKPROP_LAB_OPTUNA_STUDY_ID"
-ENV_TRIAL_ID = "BACKPROP_LAB_OPTUNA_TRIAL_ID"
+ENV_STORAGE, ENV_STUDY_ID, ENV_TRIAL_ID = OPTUNA_STORAGE_ENV, OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV
 #: How many trials the sweeper launched (for the end-of-sweep check in harness/callbacks.py).
 ENV_LAUNCHED = "BACKPROP_LAB_OPTUNA_LAUNCHED"
 #: Objectives: a final metric of the job's summary (summary key: the name with "_" for "/").
