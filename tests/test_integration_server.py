@@ -207,3 +207,40 @@ def test_blocks_through_the_server_equal_log_batch_on_postgresql(server):
         backend.log_metrics(ours, NAMES, steps, values, times)
     backend.flush()
     assert_same_histories(client, ours, theirs)
+
+
+def test_blocks_of_a_database_user_without_the_owners_rights(server, tmp_path):
+    """A team's PostgreSQL user that may not set session_replication_role writes blocks with the
+    foreign key checked row by row, and stores what the cluster owner's blocks store."""
+    import psycopg2
+    from mlflow.tracking import MlflowClient
+
+    from backprop_lab.tracking import server as srv
+    from backprop_lab.tracking.server_store import BulkMetricsSqlAlchemyStore
+    from tests.test_tracking_store import BLOCKS, NAMES, assert_same_histories
+
+    state = srv.ServerState.load(server["dir"])
+    owner = srv.backend_store_uri(state, srv._password(state)).removeprefix("backprop-lab+")
+    con = psycopg2.connect(owner.replace("postgresql+psycopg2://", "postgresql://"))
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS plain_writer")
+        cur.execute("CREATE ROLE plain_writer LOGIN PASSWORD 'plain'")
+        cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO plain_writer")
+    con.close()
+    plain_uri = (f"postgresql+psycopg2://plain_writer:plain@127.0.0.1:{state.pg_port}/"
+                 f"{srv.DB_NAME}")
+    plain = BulkMetricsSqlAlchemyStore(plain_uri, str(tmp_path / "a"))
+    ours = BulkMetricsSqlAlchemyStore(owner, str(tmp_path / "a"))
+    experiment_id = ours.create_experiment("plain-user-blocks")
+    runs = {name: ours.create_run(experiment_id, "u", 0, [], name).info.run_id
+            for name in ("owner", "plain")}
+    for store, run_id in ((ours, runs["owner"]), (plain, runs["plain"])):
+        for steps, values, times in BLOCKS:
+            store.log_metric_block(run_id, NAMES, steps.tolist(), times.tolist(),
+                                   values.tolist())
+    assert ours._skip_fk is True and plain._skip_fk is False
+    client = MlflowClient(server["uri"])
+    assert_same_histories(client, runs["plain"], runs["owner"])
+    with pytest.raises(Exception, match="not found|does not exist"):
+        plain.log_metric_block("0" * 32, NAMES[:1], [0], [1], [[1.0]])

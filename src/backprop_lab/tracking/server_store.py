@@ -13,7 +13,9 @@ at the primary key) is rolled back to a savepoint and streamed into a temporary 
 then moved by one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Measured per value on the
 flagship's blocks (37 metrics x 221 steps): COPY into ``metrics`` about 11 us, through the
 staging table with ``ON CONFLICT`` about 14.5 us, psycopg2's ``execute_values`` about 23 us
-(most of that difference being the client-side formatting of each row). On SQLite
+(most of that difference being the client-side formatting of each row). Where the database user
+may (the project's own server: the cluster's owner), the block also skips the foreign key's
+per-row check on ``runs``, taking once the lock that check takes: about 7 us a value then. On SQLite
 it is sqlite3's ``executemany`` (SQLAlchemy's executemany would send a row at a time). Values
 are sanitized by MLflow's own function (NaN stored as 0 with ``is_nan``, +/-inf clamped).
 Other databases and drivers take MLflow's own path.
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.validation import _validate_metric, _validate_metric_name, _validate_run_id
 
@@ -43,6 +45,8 @@ CREATE_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS metrics_staging (LIKE metrics
 COPY_STAGING = ("COPY metrics_staging (key, value, timestamp, step, is_nan, run_uuid)"
                 " FROM STDIN")
 COPY_METRICS = ("COPY metrics (key, value, timestamp, step, is_nan, run_uuid) FROM STDIN")
+# The lock the foreign key metrics.run_uuid -> runs takes for each row, taken once a block.
+LOCK_RUN = "SELECT 1 FROM runs WHERE run_uuid = %s FOR KEY SHARE"
 MOVE_STAGING = ("INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid)"
                 " SELECT key, value, timestamp, step, is_nan, run_uuid FROM metrics_staging"
                 " ON CONFLICT DO NOTHING")
@@ -58,6 +62,8 @@ UPSERT_LATEST = (
 
 class BulkMetricsSqlAlchemyStore(SqlAlchemyStore):
     """``SqlAlchemyStore`` whose metric batches are bulk inserts (see the module docstring)."""
+
+    _skip_fk: bool | None = None  # see _can_skip_fk_checks
 
     def _bulk(self) -> bool:
         dialect = self.engine.dialect
@@ -116,6 +122,16 @@ class BulkMetricsSqlAlchemyStore(SqlAlchemyStore):
                                 latest_rows=block.latest_rows())
         return grid.size
 
+    def _can_skip_fk_checks(self, cursor) -> bool:
+        """May this PostgreSQL user set ``session_replication_role`` (a superuser, such as the
+        owner of the project's own server's cluster, or a user granted it)? Then a block's
+        ``metrics`` rows skip the foreign key's per-row check (about 3 of 9 us a row, measured
+        on a COPY of the flagship's blocks); the run is locked once instead (``LOCK_RUN``)."""
+        if self._skip_fk is None:
+            cursor.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+            self._skip_fk = bool(cursor.fetchone()[0])
+        return self._skip_fk
+
     def _write_metric_rows(self, run_id: str, rows: Iterable[tuple], *,
                            copy_text: Callable[[], io.StringIO] | None = None,
                            latest_rows: list[tuple] | None = None) -> None:
@@ -144,6 +160,15 @@ class BulkMetricsSqlAlchemyStore(SqlAlchemyStore):
                     from psycopg2.extras import execute_values
 
                     text = copy_text() if copy_text is not None else _copy_text(list(rows))
+                    skip_fk = self._can_skip_fk_checks(cursor)
+                    if skip_fk:
+                        # What the foreign key's per-row check does, once: the run exists and
+                        # cannot be deleted before this transaction ends.
+                        cursor.execute(LOCK_RUN, (run_id,))
+                        if cursor.fetchone() is None:
+                            raise MlflowException(f"Run '{run_id}' not found",
+                                                  RESOURCE_DOES_NOT_EXIST)
+                        cursor.execute("SET LOCAL session_replication_role = replica")
                     cursor.execute("SAVEPOINT metric_block")
                     try:
                         cursor.copy_expert(COPY_METRICS, text)
@@ -153,6 +178,8 @@ class BulkMetricsSqlAlchemyStore(SqlAlchemyStore):
                         cursor.execute(CREATE_STAGING)
                         cursor.copy_expert(COPY_STAGING, text)
                         cursor.execute(MOVE_STAGING)
+                    if skip_fk:
+                        cursor.execute("SET LOCAL session_replication_role = origin")
                     execute_values(cursor, UPSERT_LATEST.format(values="%s"), latest_rows,
                                    page_size=1000)
                 else:
