@@ -207,20 +207,21 @@ def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None
             del loader.load_sweep_config  # the composer lives as long as the sweep
 
 
-@pytest.mark.parametrize("overrides", [
-    ["activation=sigmoid,tanh,relu"],
-    ["model=mlp,deep", "+foo=1", "hydra.sweep.dir=elsewhere", "epochs=3"],
-    ["hydra.mode=MULTIRUN", "seed=1,2"],  # the mode given by the user as well
+@pytest.mark.parametrize(("overrides", "mode"), [
+    (["activation=sigmoid,tanh,relu"], "MULTIRUN"),
+    (["model=mlp,deep", "+foo=1", "hydra.sweep.dir=elsewhere", "epochs=3"], "MULTIRUN"),
+    (["hydra.mode=MULTIRUN", "seed=1,2"], "MULTIRUN"),  # the mode given by the user as well
+    ([], "RUN"),  # python train.py
+    (["model=deep", "+foo=1", "hydra.run.dir=elsewhere", "epochs=3"], "RUN"),
 ])
-def test_the_sweep_reuses_the_composition_hydra_made_for_its_mode(overrides,
-                                                                   monkeypatch) -> None:
-    """Hydra composes once to read hydra.mode and once for the sweep: with
+def test_hydra_reuses_the_composition_it_made_for_the_mode(overrides, mode,
+                                                           monkeypatch) -> None:
+    """Hydra composes once to read hydra.mode and once for the run or sweep: with
     mode_composition_reused the second is the first plus the appended hydra.mode override,
-    equal to Hydra's own composition node for node; anything else composes as usual."""
+    equal to Hydra's own composition node for node."""
     from hydra import initialize_config_dir
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
@@ -233,29 +234,28 @@ def test_the_sweep_reuses_the_composition_hydra_made_for_its_mode(overrides,
     composing = ConfigLoaderImpl._load_configuration_impl
     monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration_impl",
                         lambda self, *a, **k: calls.append(a) or composing(self, *a, **k))
+    run_mode = RunMode[mode]
+    appended = [*overrides, f"hydra.mode={mode}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra = GlobalHydra.instance().hydra
         loader = hydra.config_loader
-        appended = [*overrides, "hydra.mode=MULTIRUN"]
         with mode_composition_reused():
-            mode = hydra.get_mode("config", list(overrides))
-            reused = hydra.compose_config("config", appended, run_mode=RunMode.MULTIRUN)
+            found = hydra.get_mode("config", list(overrides))
+            reused = hydra.compose_config("config", appended, run_mode=run_mode)
             assert len(calls) == 1
             assert "load_configuration" not in vars(loader) or \
                 vars(loader)["load_configuration"].__func__ is ConfigLoaderImpl.load_configuration
-            # Another composition (a single run's) is Hydra's own.
-            hydra.get_mode("config", list(overrides))
-            with pytest.raises(ConfigCompositionException, match="Ambiguous value"):
-                hydra.compose_config("config", [*overrides, "hydra.mode=RUN"],
-                                     run_mode=RunMode.RUN)
-            assert len(calls) == 3
-        own = loader.load_configuration("config", appended, RunMode.MULTIRUN)
-        assert mode == hydra.get_mode("config", list(overrides))  # Hydra's own
+        own = loader.load_configuration("config", appended, run_mode)
+        assert found == hydra.get_mode("config", list(overrides))  # Hydra's own
     assert OmegaConf.to_container(reused) == OmegaConf.to_container(own)
     assert list(reused.hydra.overrides.hydra) == list(own.hydra.overrides.hydra)
 
 
-def test_a_sweep_over_hydras_config_is_still_rejected_with_the_reused_composition() -> None:
+@pytest.mark.parametrize(("overrides", "mode", "error"), [
+    (["seed=1,2"], "RUN", "Ambiguous value"),  # python train.py seed=1,2 (without -m)
+    (["hydra.job.chdir=true,false", "seed=1,2"], "MULTIRUN", "Sweeping over Hydra"),
+])
+def test_hydras_errors_stand_with_the_reused_composition(overrides, mode, error) -> None:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
@@ -266,14 +266,13 @@ def test_a_sweep_over_hydras_config_is_still_rejected_with_the_reused_compositio
     from backprop_lab.harness.sweep_configs import mode_composition_reused
 
     register_configs()
-    overrides = ["hydra.job.chdir=true,false", "seed=1,2"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra = GlobalHydra.instance().hydra
         with mode_composition_reused():
             hydra.get_mode("config", list(overrides))
-            with pytest.raises(ConfigCompositionException, match="Sweeping over Hydra"):
-                hydra.compose_config("config", [*overrides, "hydra.mode=MULTIRUN"],
-                                     run_mode=RunMode.MULTIRUN)
+            with pytest.raises(ConfigCompositionException, match=error):
+                hydra.compose_config("config", [*overrides, f"hydra.mode={mode}"],
+                                     run_mode=RunMode[mode])
 
 
 def test_history_csv_is_byte_for_byte_what_pandas_writes(tmp_path) -> None:

@@ -37,11 +37,11 @@ for the sweep, so the sweeper's check, the launchers (basic, joblib, Ray) and th
 check all share the compositions: the flagship sweep composes no job from scratch (it composed
 seven times without the composer).
 
-:func:`mode_composition_reused` removes one more composition, Hydra's own: before a sweep, Hydra
-composes the whole config just to read ``hydra.mode`` (``Hydra.get_mode``) and then composes it
-again for the sweep, with ``hydra.mode=MULTIRUN`` appended. The first composition is kept and
-handed to the second, which only applies the appended override (the tests compare the result with
-Hydra's own composition).
+:func:`mode_composition_reused` removes one more composition, Hydra's own: before a run or a
+sweep, Hydra composes the whole config just to read ``hydra.mode`` (``Hydra.get_mode``) and then
+composes it again, with ``hydra.mode=RUN`` or ``MULTIRUN`` appended. The first composition is
+kept and handed to the second, which only applies the appended override (the tests compare the
+result with Hydra's own composition).
 """
 
 from __future__ import annotations
@@ -166,14 +166,16 @@ def _related(a: str, b: str) -> bool:
 
 @contextlib.contextmanager
 def mode_composition_reused() -> Iterator[None]:
-    """Within this block, Hydra's multirun reuses the composition ``Hydra.get_mode`` made.
+    """Within this block, Hydra's run or multirun reuses the composition ``Hydra.get_mode`` made.
 
-    Hydra composes the config once to read ``hydra.mode`` and once more for the sweep with
-    ``hydra.mode=<mode>`` appended to the same overrides (``hydra._internal.utils._run_app``).
+    Hydra composes the config once to read ``hydra.mode`` and once more for the run or the sweep,
+    with ``hydra.mode=<mode>`` appended to the same overrides (``hydra._internal.utils._run_app``).
     The first composition is kept; the second call, if it has exactly those overrides plus only
-    ``hydra.mode`` ones and the multirun mode, gets it with the appended overrides applied and
-    recorded as Hydra does, after Hydra's check of the sweep overrides. Any other call composes
-    as usual. A private Hydra method (``Hydra.get_mode``) is replaced for the block.
+    ``hydra.mode`` ones, gets it with the appended overrides applied and recorded as Hydra does,
+    after Hydra's check of the sweep overrides. A single run (composed in Hydra's run mode) gets
+    it only without sweep overrides and without config groups left missing, the two things
+    that mode rejects; Hydra's own composition then reports them. Any other call composes as
+    usual. A private Hydra method (``Hydra.get_mode``) is replaced for the block.
     """
     from hydra._internal.hydra import Hydra
 
@@ -220,7 +222,13 @@ class _ReusedComposition:
         parsed = OverridesParser.create(config_loader=self.loader).parse_overrides(
             list(overrides))
         appended = parsed[n:]
-        if not (run_mode == RunMode.MULTIRUN and from_shell and config_name == self.config_name
+        choices = self.cfg.hydra.runtime.choices
+        # A single run's composition differs from the multirun one only in rejecting sweeps and
+        # config groups left missing (``???``): without either, it is the same.
+        same_as_run = (not any(p.is_sweep_override() for p in parsed)
+                       and not any(OmegaConf.is_missing(choices, g) for g in choices))
+        if not ((run_mode == RunMode.MULTIRUN or (run_mode == RunMode.RUN and same_as_run))
+                and from_shell and config_name == self.config_name
                 and list(overrides[:n]) == self.overrides
                 and all(p.key_or_group == "hydra.mode" and not p.is_sweep_override()
                         and p.type.name == "CHANGE" for p in appended)):
