@@ -131,7 +131,7 @@ def _writer_rows(table: Table, tmp: Path, repeats: int, quick: bool) -> None:
     from backprop_lab.tracking.run_tracker import BLOCK_VALUES
     from backprop_lab.tracking.sqlite_store import SqliteStore
 
-    n_metrics, rows, runs = 31, (201 if quick else 1001), 3
+    n_metrics, rows, runs = FLAGSHIP_METRICS, (201 if quick else 1001), 3
     block_rows = BLOCK_VALUES // n_metrics
     n_values = n_metrics * rows * runs
     count = [0]
