@@ -208,6 +208,7 @@ class _ReusedComposition:
         self.loader, self.config_name, self.cfg = loader, config_name, cfg
         self.overrides = list(overrides)  # Hydra extends the caller's list afterwards
         self.hydras_own = loader.load_configuration
+        self.replaced = vars(loader).get("load_configuration")  # None: the class's method
         loader.load_configuration = self.load_configuration
 
     def load_configuration(self, config_name: str | None, overrides: list[str], run_mode: Any,
@@ -217,7 +218,10 @@ class _ReusedComposition:
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.types import RunMode
 
-        self.loader.load_configuration = self.hydras_own  # once
+        if self.replaced is None:  # once: back to what the loader had
+            del self.loader.load_configuration
+        else:
+            self.loader.load_configuration = self.replaced
         n = len(self.overrides)
         parsed = OverridesParser.create(config_loader=self.loader).parse_overrides(
             list(overrides))
