@@ -212,7 +212,7 @@ class MLP:
         for l in range(L - 1, -1, -1):
             a_prev = X if l == 0 else ws.A[self.layer_rows(l - 1)]
             np.matmul(delta, a_prev.T, out=self.grad_weights[l])
-            np.sum(delta, axis=1, keepdims=True, out=self.grad_biases[l])
+            np.add.reduce(delta, axis=1, keepdims=True, out=self.grad_biases[l])
             if l > 0:
                 fprime = self.activation.grad(a_prev, out=ws.fprime(l - 1))
                 delta = np.matmul(self.weights[l].T, delta, out=ws.delta(l - 1))
