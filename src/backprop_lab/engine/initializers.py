@@ -9,21 +9,21 @@ Mean-field theory (engine/theory.py) describes an initializer by sigma_w^2 = fan
 the bias variance sigma_b^2. The named initializers fix sigma_w^2 (stated below for equal
 widths); ``gaussian`` and ``orthogonal`` take it as a parameter:
 
-=================  ==========================================  ===========================  ==========
-name               distribution                                 Var(W)                       sigma_w^2
-=================  ==========================================  ===========================  ==========
-``he``             N(0, 2/fan_in)                               2/fan_in (He et al. 2015)    2
-``lecun``          N(0, 1/fan_in) (the notebook's "Xavier")     1/fan_in                     1
-``xavier_uniform`` U[-s, s], s = sqrt(6/(fan_in+fan_out))       2/(fan_in+fan_out)           1
+=================  ========================================  =========================  =========
+name               distribution                               Var(W)                     sigma_w^2
+=================  ========================================  =========================  =========
+``he``             N(0, 2/fan_in)                             2/fan_in (He et al. 2015)  2
+``lecun``          N(0, 1/fan_in) (the notebook's "Xavier")   1/fan_in                   1
+``xavier_uniform`` U[-s, s], s = sqrt(6/(fan_in+fan_out))     2/(fan_in+fan_out)         1
                    (Glorot & Bengio 2010, "normalized")
-``standard``       U[-1/sqrt(fan_in), 1/sqrt(fan_in)]           1/(3 fan_in)                 1/3
+``standard``       U[-1/sqrt(fan_in), 1/sqrt(fan_in)]         1/(3 fan_in)               1/3
                    (Glorot & Bengio 2010, eq. 1)
-``gaussian``       N(0, sigma_w2/fan_in)                        sigma_w2/fan_in              sigma_w2
-``orthogonal``     sqrt(sigma_w2 max(1, fan_out/fan_in)) Q,     sigma_w2/fan_in              sigma_w2
+``gaussian``       N(0, sigma_w2/fan_in)                      sigma_w2/fan_in            sigma_w2
+``orthogonal``     sqrt(sigma_w2 max(1, fan_out/fan_in)) Q,   sigma_w2/fan_in            sigma_w2
                    Q with orthonormal rows or columns
                    (Saxe et al. 2014)
 ``auto``           he for relu and leaky_relu, lecun otherwise (the notebook's rule)
-=================  ==========================================  ===========================  ==========
+=================  ========================================  =========================  =========
 
 ``orthogonal``: Q is the Q factor of a Gaussian matrix, signs fixed by R's diagonal so that Q is
 Haar-distributed. Its gain is sqrt(sigma_w2) for square and narrowing layers (W W^T = sigma_w2 I);

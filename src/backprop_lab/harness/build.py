@@ -15,7 +15,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.engine.initializers import NAMED_SIGMA_W2
-
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
