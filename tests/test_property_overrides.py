@@ -39,7 +39,7 @@ VALUES: dict[str, tuple[list[str], list[str]]] = {
     "progress": (["false"], ["sometimes"]),
     "figures": (["false", "null", "true"], ["perhaps"]),
     "dataset": (["spiral", "moons", "circles", "xor", "blobs", "digits", "breast_cancer"],
-                ["mnist", "iris"]),
+                ["mnist2", "iris"]),
     "dataset.n_samples": (["5", "30", "null"], ["0", "-5", "x", "1000000000000"]),
     "dataset.noise": (["0", "0.1", "null", "1e300"], ["-0.1", "x"]),
     "dataset.val_fraction": (["0", "0.2", "0.5"], ["1", "-0.1", "1.5", "x"]),
