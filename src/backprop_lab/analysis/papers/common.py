@@ -65,6 +65,8 @@ def spearman_p(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     p-value (a correlation at least as large) over every permutation of y: for n = 5, 120."""
     rx = _ranks(np.asarray(x, dtype=float))
     ry = _ranks(np.asarray(y, dtype=float))
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:  # all tied: no ordering to correlate
+        return math.nan, 1.0
     rho = float(np.corrcoef(rx, ry)[0, 1])
     perms = [float(np.corrcoef(rx, ry[list(p)])[0, 1])
              for p in itertools.permutations(range(len(ry)))]

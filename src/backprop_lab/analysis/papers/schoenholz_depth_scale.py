@@ -149,7 +149,8 @@ def plot_trainability(cells: pd.DataFrame, sigma_b2: float) -> Figure:
     ax.set_ylabel("depth (hidden layers)")
     ax.set_title(f"Trainability of tanh networks, σ_b² = {sigma_b2:g}: accuracy after a fixed "
                  f"budget, with {MULTIPLE:g} ξ_c")
-    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small", facecolor="0.35",
+               labelcolor="white")
     return fig
 
 
