@@ -125,14 +125,15 @@ def claims(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Claim]:
             curve = run.set_index("epoch")["value"].sort_index().astype(float)
             start, at_early = float(curve.iloc[0]), float(curve.loc[:early].min())
             falls += bool(at_early < 0.5 * start)
-            said.append(f"{start:.3f} -> {at_early:.3f}")
+            said.append(f"{start:.3f} -> {at_early:.3f} -> {float(curve.iloc[-1]):.3f}")
         n = sub["run_id"].nunique()
         out.append(Claim(
             f"{dataset}: with sigmoid (standard init) the top hidden layer's mean activation "
             f"falls toward 0 early in training (Fig. 2; rule: in every seed, below half its "
             f"initial value within the first {EARLY:.0%} of the epochs)",
-            f"{layer_metric_name('act_mean', top)} at init -> lowest by epoch {early}, per "
-            f"seed: {', '.join(said)}; {falls} of {n} seeds fall below half", falls == n))
+            f"{layer_metric_name('act_mean', top)} at init -> lowest by epoch {early} -> at "
+            f"epoch {epochs}, per seed: {', '.join(said)}; {falls} of {n} seeds fall below "
+            f"half", falls == n))
     first = datasets[0] if datasets else None
     if first is not None:
         for activation in ACTIVATIONS:
@@ -156,8 +157,8 @@ def claims(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Claim]:
                     f"init (Sec. 4.2.2, Fig. 7; rule: std(δ) layer 1 / layer {top} below 1 in "
                     f"every standard seed, and |ln ratio| smaller for normalized by {SEEDS_RULE})",
                     f"std(δ) layer 1 / layer {top} (geometric mean over seeds): standard "
-                    f"{float(np.exp(np.log(std).mean())):.3f} ({int((std < 1).sum())} of "
-                    f"{len(std)} below 1), normalized {float(np.exp(np.log(norm).mean())):.3f}; "
+                    f"{float(np.exp(np.log(std).mean())):.3g} ({int((std < 1).sum())} of "
+                    f"{len(std)} below 1), normalized {float(np.exp(np.log(norm).mean())):.3g}; "
                     f"|ln ratio| standard - normalized {_pm(diff, se)}", holds))
         ratios = {}
         for init in INITS:
