@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from backprop_lab.contract import telemetry_off
+from backprop_lab.tracking.secrets import mask
 from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
@@ -61,8 +62,9 @@ class ArtifactSpec:
 
 
 def text(value: Any) -> str:
-    """A param or tag value as MLflow accepts it (at most 6000 characters)."""
-    return str(value)[:MAX_PARAM_VALUE]
+    """A param or tag value as MLflow accepts it (at most 6000 characters), credentials masked
+    (tracking/secrets.py): nothing a run records holds a password or a token."""
+    return mask(str(value))[:MAX_PARAM_VALUE]
 
 
 def sqlite_path(uri: str) -> Path | None:
