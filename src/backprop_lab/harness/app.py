@@ -106,7 +106,8 @@ def _train_and_track(cfg: DictConfig) -> dict:
         if earlier is not None:  # a resumed sweep: this job was done earlier
             summary = job_summary(ctx, cfg, Ending(earlier["outcome"]), earlier["run_id"], 0.0,
                                   None)
-            summary |= resume.skipped_summary(earlier)
+            summary |= {k: v for k, v in resume.skipped_summary(earlier).items()
+                        if v is not None}
             summary["skipped"] = "done earlier"
             return finish(ctx, summary)
     try:
