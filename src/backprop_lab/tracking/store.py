@@ -38,6 +38,7 @@ from backprop_lab.tracking.secrets import mask
 from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
+    damage_report,
     deleted_experiment,
     first_failure,
     local_artifact_dir,
@@ -128,8 +129,11 @@ class SqliteBackend:
                 try:
                     return fn(*args)
                 except BaseException as exc:
-                    self._error = exc
-                    raise
+                    error = damage_report(self.store, exc)  # a damaged page: say so
+                    self._error = error
+                    if error is exc:
+                        raise
+                    raise error from None
             return None
 
         try:
