@@ -5,12 +5,16 @@
 
 Builds an MLflow store of at least ``--gb`` GB (metrics rows of one run, as a long sweep
 leaves them), then times, interleaved and repeated, what opening it for a command costs:
-``open`` (the schema check alone), ``open-time check`` (what a command runs on a store larger
-than ``FULL_CHECK_BYTES``: quick_check of every table but ``metrics``), ``quick_check`` (what
-it runs on a smaller one: every page read, no index comparison) and ``integrity_check``
-(quick_check plus every index compared with its table), each with the file in the page
-cache (warm) and evicted from it (cold: ``posix_fadvise(DONTNEED)`` on this file only). Prints a table of medians; ``--output``
-writes it as markdown too. The machine is shared: figures vary with its load.
+
+- ``open``: the schema check alone;
+- ``open-time check``: what a command runs on a store larger than ``FULL_CHECK_BYTES``
+  (quick_check of every table but ``metrics``);
+- ``quick_check``: what it runs on a smaller one (every page read, no index comparison);
+- ``integrity_check``: quick_check plus every index compared with its table;
+
+each with the file in the page cache (warm) and evicted from it (cold: ``posix_fadvise
+(DONTNEED)`` on this file only). Prints a table of medians; ``--output`` writes it as
+markdown too. The machine is shared: figures vary with its load.
 """
 
 from __future__ import annotations
