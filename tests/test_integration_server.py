@@ -220,7 +220,7 @@ def test_blocks_of_a_database_user_without_the_owners_rights(server, tmp_path):
     from tests.test_tracking_store import BLOCKS, NAMES, assert_same_histories
 
     state = srv.ServerState.load(server["dir"])
-    owner = srv.backend_store_uri(state, srv._password(state)).removeprefix("backprop-lab+")
+    owner = srv.owner_uri(state)
     con = psycopg2.connect(owner.replace("postgresql+psycopg2://", "postgresql://"))
     con.autocommit = True
     with con.cursor() as cur:
