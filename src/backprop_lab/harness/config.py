@@ -225,7 +225,7 @@ def validate(cfg: DictConfig) -> None:
         if not ok
     ]
     noise = cfg.dataset.get("noise")
-    if noise is not None and not (math.isfinite(noise) and 0 <= noise <= MAX_NOISE):
+    if noise is not None and not (math.isfinite(noise) and noise <= MAX_NOISE):  # < 0: engine
         errors.append(f"dataset.noise={noise}: must be a finite number from 0 to {MAX_NOISE:g} "
                       "(the data's scale is about 1: far above it the classes are pure noise, "
                       "and standardizing overflows)")

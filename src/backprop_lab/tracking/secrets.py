@@ -42,7 +42,7 @@ MIN_SECRET = 4  # shorter registered values would mask ordinary words
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://)(?P<info>[^/\s'\"<>]*)@")
 _QUERY = re.compile(r"(?P<key>[?&;](?:[A-Za-z0-9_.\-]*(?:pass(?:word)?|pwd|token|secret|"
                     r"api[_-]?key|access[_-]?key|sig(?:nature)?|credential|auth)"
-                    r"[A-Za-z0-9_.\-]*)=)(?P<value>[^&\s'\"#]+)", re.IGNORECASE)
+                    r"[A-Za-z0-9_.\-]*)=)(?P<value>[^&;\s'\"#]+)", re.IGNORECASE)
 
 _secrets: set[str] = set()
 
