@@ -35,6 +35,15 @@ Init = Enum("Init", {name: name for name in INIT_CHOICES}, module=__name__)
 Output = Enum("Output", {"auto": "auto", **{name: name for name in OUTPUTS}}, module=__name__)
 
 
+class Norm(Enum):
+    """Normalization before each hidden activation (engine/blocks.py): ``layer`` over a sample's
+    units, ``batch`` over the batch's samples (running statistics for validation)."""
+
+    none = "none"
+    layer = "layer"
+    batch = "batch"
+
+
 class RandomStream(Enum):
     """``generator``: np.random.default_rng(seed) with separate child streams for data, weights
     and shuffling. ``legacy``: one RandomState(seed), data drawn first, then weights (as the
@@ -62,6 +71,12 @@ class ModelConfig:
     name: str = MISSING
     init: Init = Init.auto  # auto: he for relu/leaky_relu, lecun otherwise (the notebook's rule)
     output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
+    # The cures (engine/blocks.py): a skip path a^l = a^{l-1} + residual_scale f(...) around
+    # every hidden layer but the first (equal hidden widths), and normalization before the
+    # activation.
+    residual: bool = False
+    residual_scale: float = 1.0
+    norm: Norm = Norm.none
 
 
 @dataclass
@@ -85,6 +100,8 @@ class OptimizerConfig:
     lr: float = 0.01
     batch_size: int | None = None  # None: full batch
     weight_decay: float = 0.0
+    # Clip the global L2 norm of the gradient to this before each update; null: never.
+    clip_norm: float | None = None
 
 
 @dataclass
