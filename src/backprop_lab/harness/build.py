@@ -69,8 +69,8 @@ def engine_error(exc: ValueError, cfg: DictConfig, keys: list[str]) -> ConfigErr
 def build(cfg: DictConfig) -> Built:
     """Data set, network and optimizer of a job, built by the engine, which checks every value;
     a bad one raises ConfigError naming its config key, the value and the engine's reason."""
-    from backprop_lab.engine.datasets import load_dataset
     from backprop_lab.engine.blocks import make_network
+    from backprop_lab.engine.datasets import load_dataset
     from backprop_lab.engine.optimizers import make_optimizer
     from backprop_lab.engine.training import check_arguments
 
