@@ -173,6 +173,13 @@ def test_composition_errors_are_hydras_own(override: str, message: str) -> None:
          "optimizer.batch_size=0: batch_size must be a positive integer or None"),
         ("epochs=-1", "epochs=-1: epochs must be an integer >= 0; got -1"),
         ("histogram_every=-2", "histogram_every=-2: histogram_every must be >= 0"),
+        ("model.init=gaussian model.sigma_w2=-1",
+         "model.sigma_w2=-1.0: sigma_w2 must be a finite number > 0; got sigma_w2=-1.0"),
+        ("model.init=orthogonal model.sigma_w2=nan",
+         "model.sigma_w2=nan: sigma_w2 must be a finite number > 0"),
+        ("model.sigma_b2=-0.5", "model.sigma_b2=-0.5: sigma_b2 must be a finite number >= 0"),
+        ("model.init=he model.sigma_w2=1.5",
+         "model.sigma_w2=1.5: sigma_w2=1.5: only gaussian and orthogonal take it; he has its own"),
         # What only the harness knows.
         ("model=deep model.depth=0", "model.depth=0: must be an integer from 1 to 10000"),
         ("tracking.log_every=0", "tracking.log_every=0: must be a positive integer"),

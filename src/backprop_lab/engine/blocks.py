@@ -92,6 +92,8 @@ class BlockMLP(MLP):
         init: str = "auto",
         rng: RandomSource | None = None,
         dtype: type | np.dtype = np.float64,
+        sigma_w2: float | None = None,
+        sigma_b2: float = 0.0,
         *,
         residual: bool = False,
         residual_scale: float = 1.0,
@@ -114,7 +116,7 @@ class BlockMLP(MLP):
         self.norm = norm
         self.residual = bool(residual)
         self.residual_scale = float(residual_scale)
-        super().__init__(sizes, activation, output, init, rng, dtype)
+        super().__init__(sizes, activation, output, init, rng, dtype, sigma_w2, sigma_b2)
         L = self.n_layers
         #: is_residual[l]: layer l (0-based) adds its input to its output.
         self.is_residual = [self.residual and 1 <= l < L - 1 for l in range(L)]
@@ -274,6 +276,8 @@ def make_network(
     init: str = "auto",
     rng: RandomSource | None = None,
     dtype: type | np.dtype = np.float64,
+    sigma_w2: float | None = None,
+    sigma_b2: float = 0.0,
     *,
     residual: bool = False,
     residual_scale: float = 1.0,
@@ -285,6 +289,7 @@ def make_network(
         if not (isinstance(residual_scale, (int, float)) and math.isfinite(residual_scale)
                 and residual_scale > 0):
             raise ValueError(f"residual_scale must be a finite number > 0; got {residual_scale!r}")
-        return MLP(sizes, activation, output, init, rng, dtype)
-    return BlockMLP(sizes, activation, output, init, rng, dtype, residual=residual,
+        return MLP(sizes, activation, output, init, rng, dtype, sigma_w2, sigma_b2)
+    return BlockMLP(sizes, activation, output, init, rng, dtype, sigma_w2, sigma_b2,
+                    residual=residual,
                     residual_scale=residual_scale, norm=norm)

@@ -70,6 +70,10 @@ class DatasetConfig:
 class ModelConfig:
     name: str = MISSING
     init: Init = Init.auto  # auto: he for relu/leaky_relu, lecun otherwise (the notebook's rule)
+    # sigma_w^2 = fan_in Var(W) for init=gaussian/orthogonal (null: 1); the named initializers
+    # have their own (engine/initializers.py) and reject a value here.
+    sigma_w2: float | None = None
+    sigma_b2: float = 0.0  # biases drawn N(0, sigma_b2); 0: zeros
     output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
     # The cures (engine/blocks.py): a skip path a^l = a^{l-1} + residual_scale f(...) around
     # every hidden layer but the first (equal hidden widths), and normalization before the

@@ -393,7 +393,8 @@ def report(sweep, histograms: pd.DataFrame) -> PaperReport:
             wide, floatfmt=".3f")
     scales = mean_field.depth_scale_table(runs)
     if not scales.empty:
-        tables["Mean-field fixed point q*, chi_1 and depth scale xi = -1/ln(chi_1) of each "
+        tables["Mean-field fixed point q*, chi_1, the gradient's depth scale "
+               "xi_grad = -1/ln(chi_1) and the correlation depth scale xi_c of each "
                "configuration (equal widths)"] = markdown_table(scales, floatfmt=".3g")
     figures = {
         "fig2_sigmoid_activations": lambda: plot_sigmoid_activations(histories),
