@@ -261,3 +261,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not out and prefix:
         out[prefix] = "[]" if isinstance(tree, list | tuple) else "{}"
     return out
+
+
+def _critical_sigma_w2(activation: Any, sigma_b2: Any = 0.0) -> float:
+    """``${critical_sigma_w2:${activation},${model.sigma_b2}}``: the sigma_w^2 at which an
+    activation's chi_1 is 1 for bias variance sigma_b2 (engine/theory.py), to 4 decimals, so
+    that a config can put a network at criticality for whichever activation a sweep picks."""
+    from backprop_lab.engine.theory import critical_sigma_w2
+
+    name = activation.name if isinstance(activation, Enum) else str(activation)
+    return round(float(critical_sigma_w2(name, float(sigma_b2))), 4)
+
+
+OmegaConf.register_new_resolver("critical_sigma_w2", _critical_sigma_w2, replace=True)
