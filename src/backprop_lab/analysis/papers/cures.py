@@ -69,8 +69,12 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
             return float(at.get(1, np.nan) / at.get(last_layer, np.nan))
 
         last_epoch = int(g["epoch"].max())
-        final = s[s["epoch"] == s["epoch"].max()].set_index("metric", observed=True)["value"]
-        outcome = str(r.get("outcome") or "finished")
+        final = s[s["epoch"] == s["epoch"].max()]
+        final = pd.Series(final["value"].to_numpy(), index=final["metric"].astype(str))
+        if str(r.get("status")) == "RUNNING":  # a sweep still under way: its finished runs
+            continue
+        tag = r.get("outcome")
+        outcome = tag if isinstance(tag, str) else str(r.get("status", "finished")).lower()
         classes = max(int(r.get("n_classes") or 2), 2) if "n_classes" in r else 2
         val_loss = float(final.get("val/loss", np.nan))
         rows.append({
@@ -185,6 +189,62 @@ def claims(per_run: pd.DataFrame) -> list[Claim]:
     return out
 
 
+THEORY_TOLERANCE = 0.05
+
+
+def residual_theory_table(runs: pd.DataFrame, histories: pd.DataFrame,
+                          per_run: pd.DataFrame) -> pd.DataFrame:
+    """Residual runs at initialization: the per-layer factor std(δ^l) / std(δ^(l+1)) over the
+    steps between residual layers (geometric mean over the steps and the seeds) against the
+    residual mean field (engine/residual_theory.py) and the plain network's mean field."""
+    from backprop_lab.engine.residual_theory import residual_mean_field
+    from backprop_lab.engine.theory import mean_field
+
+    residual = per_run[per_run["cure"] == "residual"]
+    delta = histories[(histories["metric"] == "delta_std") & (histories["epoch"] == 0)]
+    info = runs.set_index("run_id")
+    rows = []
+    for activation, sub in residual.groupby("activation"):
+        measured, predicted, plain = [], [], []
+        for run_id in sub["run_id"]:
+            run = info.loc[run_id]
+            scale = re.search(r"residual x([0-9.eE+-]+)", str(run.get("net") or ""))
+            if scale is None or not run.get("sizes") or "?" in str(run["sizes"]):
+                continue
+            sizes = [int(v) for v in str(run["sizes"]).split("-")]
+            q0 = float(run["input_var"]) if pd.notna(run.get("input_var")) else 1.0
+            d = delta[delta["run_id"] == run_id].set_index("layer")["value"].sort_index()
+            L = len(sizes) - 1
+            steps = np.arange(2, L - 1)  # 1-based l: layers l and l + 1 both residual
+            ratios = d.reindex(steps).to_numpy(float) / d.reindex(steps + 1).to_numpy(float)
+            theory = residual_mean_field(activation, str(run["init"]), sizes, float(scale[1]),
+                                         input_var=q0)
+            plain_theory = mean_field(activation, str(run["init"]), sizes, input_var=q0)
+            measured.append(np.log(ratios))
+            predicted.append(np.log(theory.std_factors[steps - 1]))
+            plain.append(np.log(plain_theory.std_factors[steps - 1]))
+        if not measured:
+            continue
+        m, p, q = (float(np.exp(np.mean(np.concatenate(v)))) for v in (measured, predicted,
+                                                                          plain))
+        rows.append({"activation": activation, "runs": len(measured), "measured": m,
+                     "residual mean field": p, "plain mean field": q,
+                     "measured / residual theory": m / p})
+    return pd.DataFrame(rows)
+
+
+def theory_claims(table: pd.DataFrame) -> list[Claim]:
+    return [Claim(
+        f"{r['activation']} residual networks at initialization: std(δ) changes a layer by the "
+        f"residual mean field's factor (Yang & Schoenholz 2017; rule: within "
+        f"{THEORY_TOLERANCE:.0%})",
+        f"measured {r['measured']:.4f}, residual mean field {r['residual mean field']:.4f} "
+        f"(plain mean field {r['plain mean field']:.4f}); ratio "
+        f"{r['measured / residual theory']:.3f} over {r['runs']} runs",
+        bool(abs(r["measured / residual theory"] - 1) < THEORY_TOLERANCE))
+        for r in table.to_dict("records")]
+
+
 def _profile(histories: pd.DataFrame, per_run: pd.DataFrame, metric: str) -> pd.DataFrame:
     """grad_norm per layer at initialization and at the last epoch, with each run's cure."""
     data = histories[histories["metric"] == metric]
@@ -271,6 +331,8 @@ def report(sweep) -> PaperReport:
              if len(depth) and len(width) else "deep networks")
     table = summary_table(per_run)
     changes = changes_table(per_run) if not per_run.empty else per_run
+    theory = (residual_theory_table(runs, histories, per_run) if not per_run.empty
+              else pd.DataFrame())
     return PaperReport(
         title="The cures for gradient flow at depth: orthogonal init at criticality, residual "
               "connections, layer and batch normalization, gradient clipping",
@@ -282,12 +344,14 @@ def report(sweep) -> PaperReport:
                f"its final validation loss is below {TRAINS:g} x ln(classes) (chance: ln 2 = "
                "0.693 for two classes); a diverged run does not, and counts as an infinite "
                "loss. Values are geometric means over seeds [min, max]."),
-        claims=claims(per_run),
+        claims=claims(per_run) + theory_claims(theory),
         tables={
             "What each cure changes, against plain": markdown_table(changes)
             if not changes.empty else "no data",
             "Per activation and cure, over seeds": markdown_table(table)
             if not table.empty else "no data",
+            "Residual networks at initialization: per-layer factor of std(δ) against theory":
+                markdown_table(theory) if not theory.empty else "no data",
         },
         figures={
             "profiles_grad_norm": lambda: plot_profiles(histories, per_run, "grad_norm"),
