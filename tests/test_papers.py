@@ -27,12 +27,15 @@ TINY = {
     "glorot_bengio": ["epochs=3", "dataset.n_samples=12", "model.width=8", "seed=0",
                       "histogram_every=1"],
     "he_init_depth": ["epochs=3", "dataset.n_samples=12", "model.width=8", "seed=0"],
+    "cures": ["epochs=3", "dataset.n_samples=12", "model.depth=3", "model.width=8", "seed=0",
+              "activation=tanh", "histogram_every=0"],
 }
 FIGURES = {
     "glorot_bengio": {"fig2_sigmoid_activations", "fig3_percentiles",
                       "fig6_activation_histograms", "fig7_delta_histograms",
                       "fig8_weight_gradient_histograms", "theory_profile", "error_curves"},
     "he_init_depth": {"loss_curves", "gradient_at_init"},
+    "cures": {"profiles_grad_norm", "profiles_delta_std", "val_loss"},
 }
 
 
