@@ -29,6 +29,16 @@ from .common import Claim, PaperReport, fmt
 CURES = ("plain", "orthogonal", "residual", "layer_norm", "batch_norm", "clip")
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 TRAINS = 0.5  # x the chance loss ln(k)
+#: Line styles: plain drawn black and dashed, clipping dotted (the two coincide until an update
+#: is clipped: same weights, same first gradient).
+STYLES = {"plain": {"color": "black", "ls": "--", "lw": 2.0}, "clip": {"ls": ":", "lw": 2.4}}
+LOSS_CAP = 10.0  # the validation-loss axis ends here (a diverging run reaches 1e89)
+
+
+def _colors(cures: list[str]) -> dict[str, tuple]:
+    others = [c for c in cures if c != "plain"]
+    colors = dict(zip(others, sns.color_palette("colorblind", len(others))))
+    return colors | {"plain": (0.0, 0.0, 0.0)}
 
 
 def cure_of(run: pd.Series) -> str:
@@ -54,7 +64,8 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     """One row per run: activation, cure, seed, outcome, gradient ratio layer 1 / layer L at
     initialization and at the last epoch, final validation loss and accuracy, chance loss."""
     grads = histories[histories["metric"] == "grad_norm"]
-    scalars = histories[histories["metric"].isin(["val/loss", "val/accuracy", "train/loss"])]
+    scalars = histories[histories["metric"].isin(["val/loss", "val/accuracy", "train/loss",
+                                                   "clip/fraction"])]
     rows = []
     for run in runs.itertuples(index=False):
         r = pd.Series(run._asdict())
@@ -84,6 +95,7 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
             "final val loss": val_loss if outcome == "finished" else np.inf,
             "final train loss": float(final.get("train/loss", np.nan)),
             "final val acc": float(final.get("val/accuracy", np.nan)),
+            "epochs clipped": float(s[s["metric"] == "clip/fraction"]["value"].mean()),
             "trains": bool(outcome == "finished" and val_loss < TRAINS * math.log(classes)),
         })
     return pd.DataFrame(rows)
@@ -109,7 +121,8 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
                      "‖dW1‖/‖dWL‖ at init": _spread(sub["ratio at init"]),
                      "‖dW1‖/‖dWL‖ at end": _spread(sub["ratio at end"]),
                      "final val loss": _spread(sub["final val loss"]),
-                     "final val acc": _spread(sub["final val acc"], 2)})
+                     "final val acc": _spread(sub["final val acc"], 2),
+                     "epochs clipped": fmt(sub["epochs clipped"].mean(), 2)})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -266,7 +279,7 @@ def plot_profiles(histories: pd.DataFrame, per_run: pd.DataFrame,
         raise ValueError(f"no {metric} in the data")
     acts = _order(data["activation"], ACTIVATIONS)
     cures = _order(data["cure"], CURES)
-    colors = dict(zip(cures, sns.color_palette("colorblind", len(cures))))
+    colors = _colors(cures)
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(len(acts), 2, figsize=(12, 3.6 * len(acts)), sharex=True,
                                  squeeze=False, layout="constrained")
@@ -281,8 +294,8 @@ def plot_profiles(histories: pd.DataFrame, per_run: pd.DataFrame,
                         continue
                     logs = np.log10(c["value"].astype(float))
                     g = logs.groupby(c["layer"]).agg(["mean", "min", "max"])
-                    ax.plot(g.index, 10 ** g["mean"], "-", color=colors[cure], lw=1.6,
-                            label=cure)
+                    style = {"ls": "-", "lw": 1.6, "color": colors[cure]} | STYLES.get(cure, {})
+                    ax.plot(g.index, 10 ** g["mean"], label=cure, **style)
                     ax.fill_between(g.index, 10 ** g["min"], 10 ** g["max"],
                                     color=colors[cure], alpha=0.15, lw=0)
                 ax.set_title(f"{activation}: {metric} per layer {when}")
@@ -290,7 +303,8 @@ def plot_profiles(histories: pd.DataFrame, per_run: pd.DataFrame,
                 ax.set_ylabel(f"{metric} (log)")
                 if row == 0 and col == 1:
                     ax.legend(fontsize="small", ncols=2)
-    fig.suptitle("Vanishing profile per cure (geometric mean over seeds, band = min-max)")
+    fig.suptitle("Vanishing profile per cure (geometric mean over seeds, band = min-max; clip "
+                 "is plain until an update is clipped)")
     return fig
 
 
@@ -305,7 +319,7 @@ def plot_val_loss(histories: pd.DataFrame, per_run: pd.DataFrame) -> Figure:
     data = data[np.isfinite(data["value"]) & data["cure"].notna()]
     acts = _order(data["activation"], ACTIVATIONS)
     cures = _order(data["cure"], CURES)
-    colors = dict(zip(cures, sns.color_palette("colorblind", len(cures))))
+    colors = _colors(cures)
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, len(acts), figsize=(5.2 * len(acts), 4.2), sharey=True,
                                  squeeze=False, layout="constrained")
@@ -313,12 +327,23 @@ def plot_val_loss(histories: pd.DataFrame, per_run: pd.DataFrame) -> Figure:
             ax = axes[0, col]
             ax.set_yscale("log")
             sub = data[data["activation"] == activation]
-            sns.lineplot(sub, x="epoch", y="value", hue="cure", hue_order=cures,
-                         palette=colors, estimator="mean", errorbar=("pi", 100), ax=ax,
-                         legend=col == len(acts) - 1)
+            for cure in cures:
+                c = sub[sub["cure"] == cure].groupby("epoch")["value"]
+                if not len(c):
+                    continue
+                style = {"ls": "-", "lw": 1.4, "color": colors[cure]} | STYLES.get(cure, {})
+                median = c.median()
+                ax.plot(median.index, median.to_numpy(), label=cure, **style)
+                ax.fill_between(median.index, c.min().to_numpy(), c.max().to_numpy(),
+                                color=colors[cure], alpha=0.12, lw=0)
+            ax.set_ylim(top=LOSS_CAP)
             ax.set_title(f"{activation}: validation loss")
+            ax.set_xlabel("epoch")
             ax.set_ylabel("validation loss (log)")
-    fig.suptitle("Validation loss per cure (mean over seeds, band = min-max)")
+            if col == len(acts) - 1:
+                ax.legend(fontsize="small")
+    fig.suptitle(f"Validation loss per cure (median over seeds, band = min-max; axis cut at "
+                 f"{LOSS_CAP:g})")
     return fig
 
 
@@ -343,7 +368,8 @@ def report(sweep) -> PaperReport:
                "(below) every plain seed's; otherwise **no clear change**. A run **trains** when "
                f"its final validation loss is below {TRAINS:g} x ln(classes) (chance: ln 2 = "
                "0.693 for two classes); a diverged run does not, and counts as an infinite "
-               "loss. Values are geometric means over seeds [min, max]."),
+               "loss. Values are geometric means over seeds [min, max] (the median where a run "
+               "diverged); `epochs clipped` is the mean fraction of updates clipping changed."),
         claims=claims(per_run) + theory_claims(theory),
         tables={
             "What each cure changes, against plain": markdown_table(changes)
