@@ -22,7 +22,6 @@ from benchmarks.common import (
     Sample,
     Table,
     Timer,
-    clock_note,
     fmt_ratio,
     fmt_time,
     has_module,
@@ -174,9 +173,11 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
                       f"loss curves ({CHECK_EPOCHS} epochs)": f"{rel:.1e}"}
             values |= {"torch_s": torch_t, "ours_over_torch": ours_t / torch_t}
         table.add(Row(case=case, ratio=ours_t / plain, cells=cells, values=values, ok=ok))
+    clock = ("CPU seconds of the benchmark's thread (one BLAS/torch thread: all the work runs "
+             "in it, so waiting for a core held by other processes is left out)" if threads == 1
+             else "wall-clock seconds")
     table.notes.append(
-        f"{repeats} interleaved repeats after one warm-up round, medians. "
-        + clock_note(threads)
+        f"{repeats} interleaved repeats after one warm-up round, medians; times are {clock}."
         + " The machine is shared with other engineers' jobs: ratios, not absolute times, are "
         "the figures to quote.")
     if not torch_ok:
