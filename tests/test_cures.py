@@ -59,7 +59,7 @@ def test_each_option_trains_through_the_cli_with_every_diagnostic(tmp_path) -> N
     for run_id, sub in h.groupby("run_id", observed=True):
         cure = re.search(r"cure=(\w+)", sweep.runs.set_index("run_id").loc[run_id,
                                                                            "overrides"])[1]
-        names = {layer_metric_name(str(m), int(l)) if l else str(m)
+        names = {layer_metric_name(str(m), int(l)) if pd.notna(l) and int(l) > 0 else str(m)
                  for m, l in sub[["metric", "layer"]].drop_duplicates().itertuples(index=False)}
         for metric in LAYER_METRICS:
             for layer in range(1, 6):
