@@ -23,6 +23,10 @@ from tests.test_papers_slow import sweep_of
     (["model=deep", "model.residual=true", "model.residual_scale=0"],
      r"model\.residual_scale=0\.0: residual_scale must be a finite number > 0"),
     (["optimizer.clip_norm=-1"], r"optimizer\.clip_norm=-1\.0: clip_norm must be a positive"),
+    (["model=deep", "model.norm=layer", "jacobian_probes=4"],
+     r"jacobian_probes=4: the Jacobian spectrum is measured for plain networks only"),
+    (["model=deep", "model.residual=true", "jacobian_probes=4"],
+     r"jacobian_probes=4: the Jacobian spectrum is measured for plain networks only"),
 ])
 def test_bad_cure_values_are_named_before_any_run(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -242,6 +242,12 @@ def validate(cfg: DictConfig) -> None:
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
             ("jacobian_probes", cfg.jacobian_probes >= 0,
              "must be an integer >= 0 (0: no Jacobian spectrum)"),
+            # engine/jacobian.py multiplies the plain layers' D_l W_l: a skip path or a
+            # normalization would make that product a different network's Jacobian.
+            ("jacobian_probes", cfg.jacobian_probes == 0
+             or (not cfg.model.residual and str(_name(cfg.model.norm)) == "none"),
+             "the Jacobian spectrum is measured for plain networks only "
+             "(model.residual=false, model.norm=none)"),
             ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
              f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
