@@ -60,8 +60,11 @@ server-start: $(VENV)/.installed-cluster
 server-stop: $(VENV)/.installed-cluster
 	$(PY) scripts/tracking_server.py stop --dir $(SERVER_DIR)
 
+## lint: ruff, and the import contracts of pyproject.toml (the layers of docs/architecture.md,
+##   no circles)
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/run.py

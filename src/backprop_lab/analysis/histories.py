@@ -17,16 +17,14 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from backprop_lab.contract import HISTORY_FILE, telemetry_off  # noqa: E402
-from backprop_lab.engine.history import is_log10_companion  # noqa: E402
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Run
 
-telemetry_off()  # before anything imports mlflow
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.artifacts import download_artifacts  # noqa: E402
-from mlflow.entities import Run  # noqa: E402
+from backprop_lab.contract import HISTORY_FILE
+from backprop_lab.engine.history import is_log10_companion
 
 HISTORY_ARTIFACT = HISTORY_FILE
 LAYER_KEY = re.compile(r"^(?P<metric>.+)/layer_(?P<layer>\d+)$")

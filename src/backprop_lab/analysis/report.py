@@ -20,11 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from backprop_lab.contract import telemetry_off  # noqa: E402
-
-telemetry_off()  # before anything imports mlflow
-
-from backprop_lab.analysis.papers import PAPERS  # noqa: E402
+from backprop_lab.analysis.papers import PAPERS
 
 REPORT_ARTIFACT_PATH = "report"
 

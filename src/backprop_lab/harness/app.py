@@ -28,7 +28,6 @@ from backprop_lab.contract import (
     OPTUNA_TRIAL_ENV,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
-    telemetry_off,
 )
 from backprop_lab.harness import stopping
 from backprop_lab.harness.build import Built, build, derived_params
@@ -45,7 +44,6 @@ from backprop_lab.harness.progress import ProgressBar
 if TYPE_CHECKING:
     from backprop_lab.tracking.run_tracker import RunTracker
 
-telemetry_off()  # MLflow is imported lazily, always after this
 log = logging.getLogger(__name__)
 
 

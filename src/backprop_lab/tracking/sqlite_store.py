@@ -420,7 +420,7 @@ class SqliteStore:
     def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list:
         """Every active RUNNING run (of ``experiment_ids``, None: all) with its heartbeat tags."""
         from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
-        from backprop_lab.tracking.orphans import RunningRun
+        from backprop_lab.tracking.records import RunningRun
 
         sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value,"
                " o.value FROM runs AS r"
