@@ -8,7 +8,7 @@ One job = build the data set, network and optimizer from the composed config (ba
 here, before any MLflow run exists), open one MLflow run, train with a progress bar and a
 buffered tracker as callbacks, save the outputs into Hydra's job folder, log them as artifacts,
 end the run with its outcome. In a multirun a failing job is recorded (FAILED, with its reason)
-and the sweep goes on; the Hydra callback in hydra_callbacks.py turns failures into the exit
+and the sweep goes on; the Hydra callback in harness/callbacks.py turns failures into the exit
 status at the end.
 """
 
