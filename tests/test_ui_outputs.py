@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from backprop_lab.engine.history import layer_metric_name
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import runs_of, split_roles
 
 # MLflow's keyed-image file names (MlflowClient.log_image with key= and step=).
 IMAGE_NAME = re.compile(r"images/(?P<key>[^+]+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+"
