@@ -11,15 +11,19 @@ store) read.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.contract import STATUS, SUMMARY_FILE
-from backprop_lab.harness.build import Built
+from backprop_lab.engine import run_summary as rs
+from backprop_lab.engine.run_summary import Chance, chance_of, vanishing_summary
+from backprop_lab.harness.build import Built, theory_factor_of
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import grad_ratio, summary_line
 from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
@@ -38,6 +42,32 @@ class Ending:
     reason: str | None = None
     history: History | None = None
     histograms: list[Histogram] = field(default_factory=list)
+    #: The run's ``vanishing/`` metrics, name -> (epoch, value) (engine/run_summary.py).
+    vanishing: dict[str, tuple[int, float]] = field(default_factory=dict)
+    chance: Chance | None = None
+
+
+def summarize(built: Built, ending: Ending) -> None:
+    """Fill ``ending.vanishing`` and ``ending.chance`` from what the run recorded."""
+    ending.chance = chance_of(built.dataset)
+    try:
+        theory = theory_factor_of(built)
+    except ValueError:  # an activation theory cannot integrate: no prediction
+        theory = math.nan
+    ending.vanishing = vanishing_summary(ending.history, theory=theory, chance=ending.chance)
+
+
+def log_vanishing(tracker: RunTracker, ending: Ending) -> None:
+    """The ``vanishing/`` metrics into the run, each at the epoch it describes (0 or the last)."""
+    by_step: dict[int, list[tuple[str, float]]] = {}
+    for name, (step, value) in ending.vanishing.items():
+        by_step.setdefault(step, []).append((name, value))
+    now = int(time.time() * 1000)
+    for step, pairs in sorted(by_step.items()):
+        names = [n for n, _ in pairs]
+        values = np.array([[v] for _, v in pairs], dtype=float)
+        tracker.backend.log_metrics(tracker.run_id, names, np.array([step]), values,
+                                    np.array([now], dtype=np.int64))
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -64,7 +94,19 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
         "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
                             if n_layers and history is not None and history.n_rows else None),
+        **{key: (ending.vanishing[name][1] if name in ending.vanishing else None)
+           for key, name in SUMMARY_KEYS.items()},
+        "at_chance": (bool(ending.vanishing[rs.AT_CHANCE][1])
+                      if rs.AT_CHANCE in ending.vanishing else None),
+        "chance_accuracy": ending.chance.accuracy if ending.chance else None,
+        "chance_tolerance": ending.chance.tolerance if ending.chance else None,
     }
+
+
+#: summary.json's keys for the ``vanishing/`` metrics.
+SUMMARY_KEYS = {"log10_ratio_init": rs.LOG10_RATIO_INIT, "log10_ratio_end": rs.LOG10_RATIO_END,
+                "measured_factor_init": rs.MEASURED_FACTOR_INIT,
+                "theory_factor": rs.THEORY_FACTOR}
 
 
 def finish(ctx: JobContext, summary: dict) -> dict:
@@ -111,11 +153,17 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     history = ending.history
     rows = history.n_rows if history is not None else 0
     store_error: Exception | None = None
+    try:
+        summarize(built, ending)
+    except Exception as exc:  # a summary must not cost the run its record
+        _warn(f"could not summarize the run's gradient flow: {exc}")
     if tracker is not None:
         try:
             if history is not None:
                 tracker.attach(history)
             tracker.flush(final=True)
+            if tracker.store_failure is None:
+                log_vanishing(tracker, ending)
             tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
             store_error = exc

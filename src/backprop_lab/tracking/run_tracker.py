@@ -19,6 +19,11 @@ from backprop_lab.engine.history import LOG10_METRICS, log10_companions
 #: Values per write. Larger blocks cost less per value (fewer transactions or requests) but wait
 #: longer before they show in the UI.
 BLOCK_VALUES = 8192
+#: At most about this many epochs of a run get the log10 companions (every k-th epoch, and the
+#: last): MLflow's UI draws at most 320 points of a metric per chart line (its sampled metric
+#: history, ``maxResults = 320``), so more would cost writes nobody sees. The plain metrics
+#: keep every epoch.
+COMPANION_POINTS = 320
 
 
 class RunTracker:
@@ -44,6 +49,8 @@ class RunTracker:
         self.history = None
         self._next_row = 0  # rows before this one are written (or skipped by log_every)
         self._rows_per_block = 1
+        self._companion_every = 1  # epochs between rows that get the log10 companions
+        self._last_row = 0  # the row a complete run ends on
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
         self.seconds_logging = 0.0
@@ -87,8 +94,11 @@ class RunTracker:
         capacity = len(history.scalars["train/loss"])
         self._times = np.zeros(capacity, dtype=np.int64)
         names = history.metric_names()
+        self._last_row = capacity - 1
+        self._companion_every = -(-capacity // COMPANION_POINTS)  # ceil
         if self.log10:
-            names += log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
+            extra = log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
+            names += extra[: len(extra) // self._companion_every]
         n_metrics = max(1, len(names))
         self._rows_per_block = max(1, self.block_values // n_metrics) * self.log_every
 
@@ -116,13 +126,22 @@ class RunTracker:
         if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
-            if self.log10:
-                extra_names, extra = log10_companions(names, values, self.log10)
-                names, values = [*names, *extra_names], np.concatenate([values, extra])
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
-            self.backend.log_metrics(self.run_id, names, rows, values, times)
-            sent = values.size
+            blocks = [(names, rows, values, times)]
+            if self.log10:
+                # Every k-th epoch, the last one of the run and this flush's last when final.
+                keep = (rows % self._companion_every == 0) | (rows == self._last_row)
+                keep[-1] |= final
+                extra_names, extra = log10_companions(names, values[:, keep], self.log10)
+                if keep.all():  # one block, as without companions
+                    blocks = [([*names, *extra_names], rows, np.concatenate([values, extra]),
+                               times)]
+                elif keep.any() and extra_names:
+                    blocks.append((extra_names, rows[keep], extra, times[keep]))
+            for block_names, steps, block, stamps in blocks:
+                self.backend.log_metrics(self.run_id, block_names, steps, block, stamps)
+                sent += block.size
         if self.store_failure is None:
             self._next_row = max(self._next_row, stop)
         self.values_logged += sent
