@@ -224,3 +224,80 @@ def test_a_single_run_logs_its_vanishing_summary(run_cli, store, client_for) -> 
     (run,) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id])
     assert NAMES <= set(run.data.metrics)
     assert "grad L1/L3 init" in result.stdout
+
+
+# -- the log10 companions: every k-th epoch, in the same write ------------------------------------
+class _BlockBackend:
+    """Records each write: a list of blocks (one write = one transaction on SQLite)."""
+
+    uri = "fake://"
+
+    def __init__(self) -> None:
+        self.writes: list[list[tuple]] = []
+
+    def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
+        self.writes.append([(list(names), steps.copy(), values.copy(), timestamps.copy())])
+
+    def log_metric_blocks(self, run_id, blocks) -> None:
+        self.writes.append([(list(n), s.copy(), v.copy(), t.copy()) for n, s, v, t in blocks])
+
+
+def test_companions_follow_every_kth_epoch_and_the_last_in_the_same_write() -> None:
+    from backprop_lab.tracking.run_tracker import COMPANION_POINTS, RunTracker
+
+    rows = 1001  # the flagship: 1000 epochs
+    history = History(rows, 3, has_val=True, diagnostics=True)
+    for values in history.layers.values():
+        values[:] = 10.0 ** -np.arange(rows)[:, None] % 7 + 1
+    backend = _BlockBackend()
+    tracker = RunTracker(backend, "run")
+    tracker.on_train_start(None, None, history)
+    for epoch in range(rows):
+        history.n_rows = epoch + 1
+        tracker.on_epoch_end(epoch, history)
+    summary = ([rs.LOG10_RATIO_INIT], np.array([0]), np.array([[-1.0]]), np.array([1]))
+    tracker.flush(final=True, extra=[summary])
+    steps: dict[str, list[int]] = {}
+    for write in backend.writes:
+        for names, block_steps, _, _ in write:
+            for name in names:
+                steps.setdefault(name, []).extend(block_steps.tolist())
+    every = -(-rows // COMPANION_POINTS)
+    companion = steps[layer_metric_name("delta_std_log10", 2)]
+    assert companion == list(range(0, rows, every)) and companion[-1] == rows - 1
+    assert steps[layer_metric_name("delta_std", 2)] == list(range(rows))  # plain: every epoch
+    assert steps[rs.LOG10_RATIO_INIT] == [0]
+    # the companions and the summary never cost a write of their own: every write leads with
+    # the plain metrics' block, and the summary rides with the last one
+    assert all(write[0][0][0] == "train/loss" for write in backend.writes)
+    assert len(backend.writes) > 1 and any(len(write) > 1 for write in backend.writes)
+    assert summary[0] in [names for names, _, _, _ in backend.writes[-1]]
+
+
+def test_sqlite_writes_several_blocks_in_one_transaction(tmp_path) -> None:
+    import sqlite3
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from backprop_lab.tracking.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "mlflow.db")
+    experiment = store.ensure_experiment("e", None)
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, experiment, "r",
+                     store.artifact_uri(store.artifact_location(experiment), run_id), {}, {})
+    commits = []
+    store.con.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    store.log_metric_blocks(run_id, [
+        (["a", "b"], np.array([0, 1, 2]), np.arange(6.0).reshape(2, 3), np.array([5, 6, 7])),
+        (["a_log10"], np.array([0, 2]), np.array([[-1.0, -2.0]]), np.array([5, 7])),
+    ])
+    assert commits == ["COMMIT"]
+    store.close()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "a_log10")] == [
+        (0, -1.0), (2, -2.0)]
+    assert client.get_run(run_id).data.metrics == {"a": 2.0, "b": 5.0, "a_log10": -2.0}
+    assert sqlite3.connect(tmp_path / "mlflow.db").execute(
+        "SELECT COUNT(*) FROM metrics").fetchone() == (8,)

@@ -57,17 +57,16 @@ def summarize(built: Built, ending: Ending) -> None:
     ending.vanishing = vanishing_summary(ending.history, theory=theory, chance=ending.chance)
 
 
-def log_vanishing(tracker: RunTracker, ending: Ending) -> None:
-    """The ``vanishing/`` metrics into the run, each at the epoch it describes (0 or the last)."""
+def vanishing_blocks(ending: Ending) -> list[tuple]:
+    """The ``vanishing/`` metrics as metric blocks (names, steps, values, timestamps), each at
+    the epoch it describes (0 or the last): written with the run's final flush."""
     by_step: dict[int, list[tuple[str, float]]] = {}
     for name, (step, value) in ending.vanishing.items():
         by_step.setdefault(step, []).append((name, value))
-    now = int(time.time() * 1000)
-    for step, pairs in sorted(by_step.items()):
-        names = [n for n, _ in pairs]
-        values = np.array([[v] for _, v in pairs], dtype=float)
-        tracker.backend.log_metrics(tracker.run_id, names, np.array([step]), values,
-                                    np.array([now], dtype=np.int64))
+    now = np.array([int(time.time() * 1000)], dtype=np.int64)
+    return [([n for n, _ in pairs], np.array([step]),
+             np.array([[v] for _, v in pairs], dtype=float), now)
+            for step, pairs in sorted(by_step.items())]
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -161,9 +160,7 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
         try:
             if history is not None:
                 tracker.attach(history)
-            tracker.flush(final=True)
-            if tracker.store_failure is None:
-                log_vanishing(tracker, ending)
+            tracker.flush(final=True, extra=vanishing_blocks(ending))
             tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
             store_error = exc

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from backprop_lab.engine.history import LOG10_METRICS, log10_companions
+from backprop_lab.tracking.store import log_metric_blocks
 
 #: Values per write. Larger blocks cost less per value (fewer transactions or requests) but wait
 #: longer before they show in the UI.
@@ -109,39 +110,45 @@ class RunTracker:
             rows = np.append(rows, stop - 1)  # the final values are the run's latest metrics
         return rows
 
-    def flush(self, final: bool = False) -> int:
+    def flush(self, final: bool = False, extra: Sequence[tuple] = ()) -> int:
         """Write every complete row not written yet; return the number of values written.
 
+        ``extra``: more blocks (names, steps, values, timestamps) for the same write, e.g. the
+        run's end-of-run summary with the final flush (one transaction on SQLite).
         Rows count as written only once the store has them: a flush interrupted (Ctrl-C) or
         failed is repeated by the next one, and the SQLite store ignores rows it already holds.
         """
-        if self.history is None:
+        if self.history is None and not extra:
             return 0
+        if self.history is None:
+            log_metric_blocks(self.backend, self.run_id, extra)
+            return sum(np.asarray(b[2]).size for b in extra)
         tic = time.perf_counter()
         start, stop = self._next_row, int(self.history.n_rows)
         rows = self._rows(stop, final)
         sent = 0
         if self.store_failure is None:
             self._check_store(stop)
+        blocks = list(extra)
         if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
-            blocks = [(names, rows, values, times)]
+            blocks.insert(0, (names, rows, values, times))
             if self.log10:
                 # Every k-th epoch, the last one of the run and this flush's last when final.
                 keep = (rows % self._companion_every == 0) | (rows == self._last_row)
                 keep[-1] |= final
-                extra_names, extra = log10_companions(names, values[:, keep], self.log10)
+                extra_names, logs = log10_companions(names, values[:, keep], self.log10)
                 if keep.all():  # one block, as without companions
-                    blocks = [([*names, *extra_names], rows, np.concatenate([values, extra]),
-                               times)]
+                    blocks[0] = ([*names, *extra_names], rows, np.concatenate([values, logs]),
+                                 times)
                 elif keep.any() and extra_names:
-                    blocks.append((extra_names, rows[keep], extra, times[keep]))
-            for block_names, steps, block, stamps in blocks:
-                self.backend.log_metrics(self.run_id, block_names, steps, block, stamps)
-                sent += block.size
+                    blocks.insert(1, (extra_names, rows[keep], logs, times[keep]))
+        if blocks and self.store_failure is None:
+            log_metric_blocks(self.backend, self.run_id, blocks)  # one write
+            sent = sum(np.asarray(b[2]).size for b in blocks)
         if self.store_failure is None:
             self._next_row = max(self._next_row, stop)
         self.values_logged += sent
