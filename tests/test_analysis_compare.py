@@ -176,3 +176,19 @@ def test_summary_does_not_read_a_run_at_chance_as_a_recovery(two_sweeps):
     assert "layer 4" in sigmoid  # the output layer's own gradient norm, before and after
     assert "after training it is" in relu and "chance" not in relu
     assert any(line.startswith("At chance:") for line in lines)
+
+
+def test_a_notebook_takes_a_list_of_sweeps(two_sweeps, tmp_path, monkeypatch):
+    from tests.test_notebooks import _execute, _parameters_cell, _read
+
+    uri, ids = two_sweeps
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    notebook = _read("compare_activations.ipynb")
+    _parameters_cell(notebook).source = (
+        f"TRACKING_URI = {uri!r}\nEXPERIMENT = None\nSWEEP = {ids!r}")
+    text = _execute(notebook, tmp_path, monkeypatch)
+    assert "SweepData(2 sweeps" in text and "8 runs" in text
+    warned = [o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", [])
+              if o.get("name") == "stderr"]
+    assert any("differ in settings besides the ones compared" in w and "model.depth (2, 3)" in w
+               for w in warned), warned

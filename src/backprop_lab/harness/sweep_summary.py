@@ -107,7 +107,7 @@ def description(*, title: str, command: str, summaries: Sequence[Mapping[str, An
     lines = children_table(summaries, swept, experiment_id)
     note = chance_footnote(summaries)
     # Above the rows, so that a cut table keeps it.
-    text += ("L1/LL: gradient norm of layer 1 / of the output layer at initialization and at "
+    text += ("\nL1/LL: gradient norm of layer 1 / of the output layer at initialization and at "
              "the end" + (f"; {note}" if note else ".") + "\n\n")
     body = []
     for i, line in enumerate(lines):
