@@ -50,7 +50,7 @@ class RunTracker:
         self.history = None
         self._next_row = 0  # rows before this one are written (or skipped by log_every)
         self._rows_per_block = 1
-        self._companion_every = 1  # epochs between rows that get the log10 companions
+        self._companion_every = 1  # logged rows between rows that get the log10 companions
         self._last_row = 0  # the row a complete run ends on
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
@@ -96,7 +96,8 @@ class RunTracker:
         self._times = np.zeros(capacity, dtype=np.int64)
         names = history.metric_names()
         self._last_row = capacity - 1
-        self._companion_every = -(-capacity // COMPANION_POINTS)  # ceil
+        logged = -(-capacity // self.log_every)  # rows log_every lets through (ceil)
+        self._companion_every = -(-logged // COMPANION_POINTS)  # of those, every k-th
         if self.log10:
             extra = log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
             names += extra[: len(extra) // self._companion_every]
@@ -138,7 +139,8 @@ class RunTracker:
             blocks.insert(0, (names, rows, values, times))
             if self.log10:
                 # Every k-th epoch, the last one of the run and this flush's last when final.
-                keep = (rows % self._companion_every == 0) | (rows == self._last_row)
+                keep = ((rows // self.log_every) % self._companion_every == 0) | (
+                    rows == self._last_row)
                 keep[-1] |= final
                 extra_names, logs = log10_companions(names, values[:, keep], self.log10)
                 if keep.all():  # one block, as without companions
