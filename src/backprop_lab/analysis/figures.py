@@ -105,8 +105,9 @@ def _factor_text(steps: np.ndarray) -> str:
 def chance_of_runs(frame: pd.DataFrame, runs: pd.DataFrame | None = None) -> Chance | None:
     """The chance accuracy of the runs in ``frame`` (any table with ``run_id``): from the
     ``runs`` table when given (each run's majority-class share, engine/run_summary.py), else
-    1/k from the output width in ``sizes`` (k = 2 for one output). Several data sets: the
-    highest level. None when unknown."""
+    1/k from the output width in ``sizes`` (k = 2 for one output). Several levels (data
+    sets, or the validation splits of different seeds): the highest, so that no accuracy at
+    chance for one run is drawn above the band. None when unknown."""
     chances = []
     if runs is not None and "run_id" in frame.columns:
         from .loading import run_chance

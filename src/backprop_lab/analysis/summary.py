@@ -358,6 +358,8 @@ def summary_markdown(sweep, figures: dict[str, str] | None = None) -> str:
         out += ["", "## Figures", ""]
         out += [f"### {name}\n\n![{name}]({path})\n" for name, path in figures.items()]
     run_columns = ["run_name", "label", "depth", "seed", "status", "outcome", "train/loss",
-                   "train/accuracy", "val/accuracy", "run_id"]
+                   "train/accuracy", "val/accuracy", "at_chance", "vanishing/log10_ratio_init",
+                   "vanishing/log10_ratio_end", "run_id"]
+    run_columns = [c for c in run_columns if c in runs.columns]
     out += ["", "## Runs", "", markdown_table(runs[run_columns])]
     return "\n".join(out) + "\n"
