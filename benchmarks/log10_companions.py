@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, what in enumerate(("wall", "cpu")):
         med = {k: median([t[i] for t in v]) for k, v in times.items()}
         out[what] = {"median_s": med, **{f"{k} / none": med[k] / med["none"]
-                                         for k in med if k != "none"}}
+                                         for k in med if k != "none"},
+                     "all_s": {k: [round(t[i], 3) for t in v] for k, v in times.items()}}
     print(json.dumps(out, indent=1))
     return 0
 
