@@ -23,7 +23,9 @@ BLOCK_VALUES = 8192
 #: At most about this many epochs of a run get the log10 companions (every k-th epoch, and the
 #: last): MLflow's UI draws at most 320 points of a metric per chart line (its sampled metric
 #: history, ``maxResults = 320``), so more would cost writes nobody sees. The plain metrics
-#: keep every epoch.
+#: keep every epoch. Companion rows wait until about ``block_values`` of them are due (or the
+#: run ends) and then ride with a block of the plain metrics: each write touches the store's
+#: pages of every metric it holds, and on a busy disk those pages, not the values, cost.
 COMPANION_POINTS = 320
 
 
@@ -52,6 +54,7 @@ class RunTracker:
         self._rows_per_block = 1
         self._companion_every = 1  # logged rows between rows that get the log10 companions
         self._last_row = 0  # the row a complete run ends on
+        self._companions: list[tuple] = []  # companion blocks not written yet
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
         self.seconds_logging = 0.0
@@ -98,9 +101,6 @@ class RunTracker:
         self._last_row = capacity - 1
         logged = -(-capacity // self.log_every)  # rows log_every lets through (ceil)
         self._companion_every = -(-logged // COMPANION_POINTS)  # of those, every k-th
-        if self.log10:
-            extra = log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
-            names += extra[: len(extra) // self._companion_every]
         n_metrics = max(1, len(names))
         self._rows_per_block = max(1, self.block_values // n_metrics) * self.log_every
 
@@ -130,27 +130,32 @@ class RunTracker:
         sent = 0
         if self.store_failure is None:
             self._check_store(stop)
-        blocks = list(extra)
+        blocks = []
         if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
-            blocks.insert(0, (names, rows, values, times))
+            blocks.append((names, rows, values, times))
             if self.log10:
                 # Every k-th epoch, the last one of the run and this flush's last when final.
                 keep = ((rows // self.log_every) % self._companion_every == 0) | (
                     rows == self._last_row)
                 keep[-1] |= final
                 extra_names, logs = log10_companions(names, values[:, keep], self.log10)
-                if keep.all():  # one block, as without companions
-                    blocks[0] = ([*names, *extra_names], rows, np.concatenate([values, logs]),
-                                 times)
-                elif keep.any() and extra_names:
-                    blocks.insert(1, (extra_names, rows[keep], logs, times[keep]))
+                if keep.any() and extra_names:
+                    self._companions.append((extra_names, rows[keep], logs, times[keep]))
+        due = sum(b[2].size for b in self._companions)
+        send_companions = bool(self._companions) and (final or due >= self.block_values)
+        if send_companions:  # one block: the names are the same in every flush
+            blocks.append((self._companions[0][0], *(
+                np.concatenate([b[i] for b in self._companions], axis=-1) for i in (1, 2, 3))))
+        blocks += list(extra)
         if blocks and self.store_failure is None:
             log_metric_blocks(self.backend, self.run_id, blocks)  # one write
             sent = sum(np.asarray(b[2]).size for b in blocks)
+            if send_companions:
+                self._companions = []
         if self.store_failure is None:
             self._next_row = max(self._next_row, stop)
         self.values_logged += sent
