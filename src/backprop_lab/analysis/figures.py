@@ -261,16 +261,21 @@ def plot_gradient_ratio_vs_depth(histories: pd.DataFrame,
                    if stuck & set(ratios["run_id"].astype(str)) else "")
     if len(depths) == 1:
         return _gradient_ratio_one_depth(ratios, colors, stuck, depths[0], chance_note)
+    # Configurations side by side around each depth, so that none hides another.
+    step = 0.04 * (max(depths) - min(depths)) / max(len(colors) - 1, 1)
+    offset = {label: (i - (len(colors) - 1) / 2) * step for i, label in enumerate(colors)}
+    ratios = ratios.assign(x=ratios["depth"].astype(float)
+                           + ratios["label"].astype(object).map(offset).astype(float))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for ax, when in zip(axes, ("init", "final"), strict=True):
         sub = ratios[ratios["when"] == when]
         ax.set_yscale("log")  # before plotting: seaborn then averages log values
-        sns.lineplot(sub, x="depth", y="ratio", hue="label", hue_order=list(colors),
+        sns.lineplot(sub, x="x", y="ratio", hue="label", hue_order=list(colors),
                      palette=colors, estimator="mean", errorbar=SEED_RANGE, marker="o",
                      err_style="bars", ax=ax, legend=when == "final")
         if when == "final":
             marked = sub[sub["run_id"].astype(str).isin(stuck)]
-            ax.scatter(marked["depth"], marked["ratio"], marker="x", s=40, color="black",
+            ax.scatter(marked["x"], marked["ratio"], marker="x", s=40, color="black",
                        zorder=5, lw=1.2)
         ax.axhline(1.0, color="grey", ls=":", lw=1)
         ax.set_xticks(depths)
