@@ -47,6 +47,10 @@ AT_END = (LOG10_RATIO_END, AT_CHANCE)
 CHANCE_NOTE = ("at chance: final accuracy within 2 standard errors above the majority class's "
                "share (what always answering one class scores), so no evidence the network "
                "learned and its ratio at the end is no recovery")
+#: The job's summary.json keys of the ``vanishing/`` metrics (harness/ending.py writes them,
+#: tracking/restore.py reads them back).
+SUMMARY_KEYS = {"log10_ratio_init": LOG10_RATIO_INIT, "log10_ratio_end": LOG10_RATIO_END,
+                "measured_factor_init": MEASURED_FACTOR_INIT, "theory_factor": THEORY_FACTOR}
 #: Standard errors of the majority share within which an accuracy is at chance.
 CHANCE_STANDARD_ERRORS = 2.0
 #: Tolerance when the number of labels is unknown (runs recorded before chance was logged).

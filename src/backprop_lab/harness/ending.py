@@ -27,6 +27,7 @@ from backprop_lab.harness.build import Built, theory_factor_of
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import grad_ratio, summary_line
 from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
+from backprop_lab.tracking.secrets import mask
 
 if TYPE_CHECKING:
     from backprop_lab.engine.diagnostics import Histogram
@@ -45,6 +46,11 @@ class Ending:
     #: The run's ``vanishing/`` metrics, name -> (epoch, value) (engine/run_summary.py).
     vanishing: dict[str, tuple[int, float]] = field(default_factory=dict)
     chance: Chance | None = None
+
+    # How training itself ended, before a store failure made a finished run "failed": what
+    # tracking/restore.py marks the run with once it has put the missing epochs back.
+    training_outcome: str | None = None
+    training_reason: str | None = None
 
 
 def summarize(built: Built, ending: Ending) -> None:
@@ -78,10 +84,12 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "sweep_id": ctx.sweep_id,
         "job_num": ctx.job_num,
         "run_name": ctx.run_name,
-        "overrides": ctx.overrides,
+        "overrides": [mask(o) for o in ctx.overrides],
         "activation": cfg.activation.name,
         "outcome": outcome,
-        "failure_reason": reason,
+        "failure_reason": mask(reason),
+        "training_outcome": ending.training_outcome or outcome,
+        "training_reason": mask(ending.training_reason if ending.training_outcome else reason),
         "run_id": run_id,
         "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
         "seconds": seconds,
@@ -94,7 +102,7 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
                             if n_layers and history is not None and history.n_rows else None),
         **{key: (ending.vanishing[name][1] if name in ending.vanishing else None)
-           for key, name in SUMMARY_KEYS.items()},
+           for key, name in rs.SUMMARY_KEYS.items()},
         "at_chance": (bool(ending.vanishing[rs.AT_CHANCE][1])
                       if rs.AT_CHANCE in ending.vanishing else None),
         "chance_accuracy": ending.chance.accuracy if ending.chance else None,
@@ -102,10 +110,6 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
     }
 
 
-#: summary.json's keys for the ``vanishing/`` metrics.
-SUMMARY_KEYS = {"log10_ratio_init": rs.LOG10_RATIO_INIT, "log10_ratio_end": rs.LOG10_RATIO_END,
-                "measured_factor_init": rs.MEASURED_FACTOR_INIT,
-                "theory_factor": rs.THEORY_FACTOR}
 
 
 def finish(ctx: JobContext, summary: dict) -> dict:
@@ -142,7 +146,7 @@ def _step_images(ctx: JobContext, ending: Ending, tracker: RunTracker) -> dict[s
 
 
 def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
-             tracker: RunTracker | None, *, figures: bool) -> str:
+             tracker: RunTracker | None, *, figures: bool, history_log=None) -> str:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
 
     A store that fails on the way (full disk, read-only, a server gone) does not stop the rest:
@@ -151,6 +155,9 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     """
     history = ending.history
     rows = history.n_rows if history is not None else 0
+    # The job's own record first: the rows history_log.py has not appended yet.
+    history_written = history_log is not None and history_log.close()
+    ending.training_outcome, ending.training_reason = ending.outcome, ending.reason
     store_error: Exception | None = None
     try:
         summarize(built, ending)
@@ -169,7 +176,7 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     saved = True
     try:
         save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
-                     figures=figures, title=ctx.run_name)
+                     figures=figures, title=ctx.run_name, write_history=not history_written)
     except Exception as exc:
         saved = False
         _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
@@ -195,7 +202,8 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     if store_error is not None:
         from backprop_lab.tracking.store import store_problem
 
-        problem = f"the MLflow store failed: {store_problem(store_error, created=True)}"
+        problem = (f"the MLflow store failed: {store_problem(store_error, created=True)}; "
+                   f"restore later: python -m backprop_lab.tracking.restore {tracker.run_id}")
         if outcome == "finished":
             outcome, reason = "failed", problem
         else:

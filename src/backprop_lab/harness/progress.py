@@ -96,6 +96,8 @@ def summary_line(summary: Mapping[str, Any]) -> str:
         parts.append("at chance")
     if s.get("failure_reason"):
         parts.append(s["failure_reason"])
+    if s.get("skipped"):  # a resumed sweep's job done earlier (harness/resume.py)
+        parts.append(f"skipped: {s['skipped']}")
     if s.get("run_id"):
         parts.append(f"mlflow run {s['run_id']}")
     return " | ".join(parts)

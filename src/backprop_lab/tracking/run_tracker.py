@@ -29,6 +29,26 @@ BLOCK_VALUES = 8192
 COMPANION_POINTS = 320
 
 
+def companion_every(capacity: int, log_every: int = 1) -> int:
+    """Of the rows ``log_every`` lets through a run of ``capacity`` rows, every k-th gets the
+    log10 companions (at most about :data:`COMPANION_POINTS`)."""
+    logged = -(-capacity // max(1, log_every))  # ceil
+    return -(-logged // COMPANION_POINTS)
+
+
+def companion_rows(rows: np.ndarray, capacity: int, log_every: int = 1,
+                   last: bool = False) -> np.ndarray:
+    """Which of the logged ``rows`` get the log10 companions: every k-th, the run's planned
+    last row (``capacity - 1``) and, with ``last``, the last of ``rows`` (a run's final
+    write). The tracker and the restore command (tracking/restore.py) both use it."""
+    rows = np.asarray(rows)
+    keep = ((rows // max(1, log_every)) % companion_every(capacity, log_every) == 0) | (
+        rows == capacity - 1)
+    if last and keep.size:
+        keep[-1] = True
+    return keep
+
+
 class RunTracker:
     """Training callback writing every ``log_every``-th history row (and the last) to a run.
 
@@ -52,8 +72,7 @@ class RunTracker:
         self.history = None
         self._next_row = 0  # rows before this one are written (or skipped by log_every)
         self._rows_per_block = 1
-        self._companion_every = 1  # logged rows between rows that get the log10 companions
-        self._last_row = 0  # the row a complete run ends on
+        self._capacity = 0  # rows of a complete run
         self._companions: list[tuple] = []  # companion blocks not written yet
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
@@ -86,7 +105,8 @@ class RunTracker:
         sys.stderr.write(
             f"\nwarning: the MLflow store {self.backend.uri} failed near epoch {row} "
             f"({type(error).__name__}: {error}); training goes on without logging to it, the "
-            "job's history.csv keeps every epoch\n")
+            "job's history.csv keeps every epoch (put them back later: python -m "
+            f"backprop_lab.tracking.restore {self.run_id})\n")
         sys.stderr.flush()
 
     # -- writing --------------------------------------------------------------------------------
@@ -98,9 +118,7 @@ class RunTracker:
         capacity = len(history.scalars["train/loss"])
         self._times = np.zeros(capacity, dtype=np.int64)
         names = history.metric_names()
-        self._last_row = capacity - 1
-        logged = -(-capacity // self.log_every)  # rows log_every lets through (ceil)
-        self._companion_every = -(-logged // COMPANION_POINTS)  # of those, every k-th
+        self._capacity = capacity
         n_metrics = max(1, len(names))
         self._rows_per_block = max(1, self.block_values // n_metrics) * self.log_every
 
@@ -138,10 +156,7 @@ class RunTracker:
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
             blocks.append((names, rows, values, times))
             if self.log10:
-                # Every k-th epoch, the last one of the run and this flush's last when final.
-                keep = ((rows // self.log_every) % self._companion_every == 0) | (
-                    rows == self._last_row)
-                keep[-1] |= final
+                keep = companion_rows(rows, self._capacity, self.log_every, last=final)
                 extra_names, logs = log10_companions(names, values[:, keep], self.log10)
                 if keep.any() and extra_names:
                     self._companions.append((extra_names, rows[keep], logs, times[keep]))
