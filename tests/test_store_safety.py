@@ -262,7 +262,8 @@ def test_an_interrupted_sweep_resumes_with_each_job_finished_once_under_its_pare
          "resume=true", f"hydra.sweep.dir={tmp_path / 'sweep-changed'}"], cwd=tmp_path,
         env=cli_env(), capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1
-    assert (f"this is not the sweep 'sweep seed=0,1,2,3' (parent run {parent.info.run_id}): "
+    assert parent.info.run_name.startswith("epochs=4000 seed=0,1,2,3 ")  # name, time stamp
+    assert (f"this is not the sweep {parent.info.run_name!r} (parent run {parent.info.run_id}): "
             "4 jobs then, 4 now; only in the earlier sweep: seed=3; only in this one: seed=4"
             ) in changed.stderr
     # The same sweep, its overrides in another order, resumed from the earlier sweep's folder.
@@ -272,7 +273,7 @@ def test_an_interrupted_sweep_resumes_with_each_job_finished_once_under_its_pare
          f"hydra.sweep.dir={tmp_path / 'sweep2'}"], cwd=tmp_path, env=cli_env(),
         capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert (f"Resuming sweep 'sweep seed=0,1,2,3' (parent run {parent.info.run_id}): "
+    assert (f"Resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id}): "
             f"{len(finished)} of 4 jobs done earlier, {4 - len(finished)} to run"
             ) in resumed.stdout
     assert resumed.stdout.count("skipped (done earlier): ") == len(finished)

@@ -79,7 +79,7 @@ def sweep_name(experiment: str | None, overrides: list[str], swept: list[str],
     varied = [o for o in kept if split_override(o)[0] in swept]
     fixed = [o for o in kept if o not in varied]
     parts = [p for p in (experiment, " ".join([*fixed, *varied])) if p]
-    return " ".join([*(parts or ["sweep"]), started.strftime(STAMP_FORMAT)])
+    return mask(" ".join([*(parts or ["sweep"]), started.strftime(STAMP_FORMAT)]))
 
 
 @dataclass
