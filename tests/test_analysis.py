@@ -297,7 +297,8 @@ def test_gradient_ratio_vs_depth_matches_first_over_last_layer_norms_in_the_stor
         drawn = [line for line in _drawn(at_init)
                  if _same_color(line, color) and line.get_linestyle() == "-"]
         assert len(drawn) == 1, label
-        np.testing.assert_allclose(drawn[0].get_xdata(), sorted(DEPTHS))
+        # at each depth, the configurations side by side (a few % of the axis apart)
+        np.testing.assert_allclose(drawn[0].get_xdata(), sorted(DEPTHS), atol=0.05)
         np.testing.assert_allclose(drawn[0].get_ydata(), expected, rtol=RTOL)
 
 
