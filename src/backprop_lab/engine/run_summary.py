@@ -142,16 +142,19 @@ def measured_factor(delta_std: np.ndarray) -> float:
         return geometric_mean(d[:-2] / d[1:-1])
 
 
-def theory_factor(activation: str, init: str, sizes, input_var: float = 1.0) -> float:
+def theory_factor(activation: str, init: str, sizes, input_var: float = 1.0,
+                  sigma_b2: float = 0.0, sigma_w2: float | None = None) -> float:
     """Mean-field theory's per-layer factor of delta_std at initialization, as
-    :func:`measured_factor` averages the measured one (NaN with fewer than 3 layers)."""
+    :func:`measured_factor` averages the measured one (NaN with fewer than 3 layers);
+    ``sigma_b2``, ``sigma_w2`` as :func:`~backprop_lab.engine.theory.mean_field` takes them."""
     from backprop_lab.engine.theory import mean_field
 
     sizes = [int(s) for s in sizes]
     if len(sizes) < 4:
         return math.nan
     q0 = input_var if input_var is not None and math.isfinite(input_var) else 1.0
-    factors = mean_field(activation, init, sizes, input_var=q0).std_factors
+    factors = mean_field(activation, init, sizes, input_var=q0, sigma_b2=sigma_b2,
+                         sigma_w2=sigma_w2).std_factors
     return geometric_mean(factors[: len(sizes) - 3])
 
 
