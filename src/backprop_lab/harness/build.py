@@ -71,8 +71,8 @@ def engine_error(exc: ValueError, cfg: DictConfig, keys: list[str]) -> ConfigErr
 def build(cfg: DictConfig) -> Built:
     """Data set, network and optimizer of a job, built by the engine, which checks every value;
     a bad one raises ConfigError naming its config key, the value and the engine's reason."""
+    from backprop_lab.engine.blocks import make_network
     from backprop_lab.engine.datasets import load_dataset
-    from backprop_lab.engine.network import MLP
     from backprop_lab.engine.optimizers import make_optimizer
     from backprop_lab.engine.training import check_arguments
 
@@ -95,15 +95,20 @@ def build(cfg: DictConfig) -> Built:
     if output == "softmax_ce":  # a softmax over two classes needs two target rows
         ds = ds.one_hot()
     try:
-        net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
-                  activation=cfg.activation.name,
-                  output=output,
-                  init=cfg.model.init.name, rng=init_rng, dtype=dtype,
-                  sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2)
+        net = make_network([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
+                           activation=cfg.activation.name,
+                           output=output,
+                           init=cfg.model.init.name, rng=init_rng, dtype=dtype,
+                           sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2,
+                           residual=cfg.model.residual,
+                           residual_scale=float(cfg.model.residual_scale),
+                           norm=cfg.model.norm.name)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
                                       *(f"model.{k}" for k in cfg.model)]) from None
     hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
+    # A config composed without the key (an old run's saved config) clips nothing.
+    hyper.setdefault("clip_norm", None)
     try:
         optimizer = make_optimizer(cfg.optimizer.name, **hyper)
         check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every,

@@ -1,7 +1,8 @@
 """What a job saves into its folder, and which of it goes to MLflow as artifacts.
 
     config.yaml      the job's resolved config
-    weights.npz      sizes and W1..WL, b1..bL of the trained network
+    weights.npz      sizes and W1..WL, b1..bL of the trained network (blocks: gain1.., shift1..,
+                     running_mean1.., running_var1..)
     history.csv      every metric of every epoch: an ``epoch`` column, then one column per
                      MLflow metric name; 9 significant digits, NaN as an empty field
     histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65));
@@ -52,6 +53,12 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
     (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(mask_tree(to_plain(cfg))))
     arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
     arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
+    # Blocks (engine/blocks.py): normalization gains and shifts, batch norm's running statistics.
+    for l, (gain, shift) in enumerate(zip(getattr(net, "gains", []), getattr(net, "shifts", []))):
+        arrays |= {f"gain{l + 1}": gain, f"shift{l + 1}": shift}
+    if getattr(net, "norm", "none") == "batch":
+        arrays |= {f"running_mean{l + 1}": v for l, v in enumerate(net.running_mean)}
+        arrays |= {f"running_var{l + 1}": v for l, v in enumerate(net.running_var)}
     np.savez(folder / WEIGHTS_FILE, sizes=np.array(net.sizes), **arrays)
     if write_history and history is not None and history.n_rows:
         write_history_csv(history, folder / HISTORY_FILE)
