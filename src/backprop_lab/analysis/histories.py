@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from backprop_lab.contract import HISTORY_FILE, telemetry_off  # noqa: E402
 from backprop_lab.engine.history import is_log10_companion  # noqa: E402
+from backprop_lab.engine.run_summary import PREFIX as VANISHING_PREFIX  # noqa: E402
 
 telemetry_off()  # before anything imports mlflow
 
@@ -82,8 +83,8 @@ def _read_history_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
     """The slow path: one ``get_metric_history`` call per metric key."""
     series = {}
     for key in run.data.metrics:
-        if is_log10_companion(key):  # a UI aid derived from another metric
-            continue
+        if is_log10_companion(key) or key.startswith(VANISHING_PREFIX):
+            continue  # a UI aid derived from another metric; the run's end-of-run summary
         points = sorted(client.get_metric_history(run.info.run_id, key),
                         key=lambda m: (m.step, m.timestamp))
         series[key] = pd.Series({m.step: m.value for m in points}, dtype=float)

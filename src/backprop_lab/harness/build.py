@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.engine.initializers import NAMED_SIGMA_W2
+from backprop_lab.engine.run_summary import chance_of, theory_factor
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
@@ -139,6 +140,21 @@ def derived_params(built: Built) -> dict[str, Any]:
         "data.n_classes": ds.n_classes,
         "data.n_train": ds.n_train,
         "data.n_val": ds.n_val,
-        # q^0 of mean-field theory (engine/theory.py): the mean squared standardized input.
-        "data.input_var": float(np.mean(np.square(ds.X_train))),
+        "data.input_var": input_var(ds),
+        # What a constant answer scores, and the margin above it (engine/run_summary.py).
+        "data.chance_accuracy": (chance := chance_of(ds)).accuracy,
+        "data.chance_tolerance": chance.tolerance,
     }
+
+
+def input_var(ds) -> float:
+    """q^0 of mean-field theory (engine/theory.py): the mean squared standardized input."""
+    return float(np.mean(np.square(ds.X_train)))
+
+
+def theory_factor_of(built: Built) -> float:
+    """Mean-field theory's per-layer factor of delta_std at initialization for the job's
+    network and data (engine/run_summary.py; NaN when it has fewer than 3 layers)."""
+    net = built.net
+    return theory_factor(net.activation.name, net.init, net.sizes, input_var(built.dataset),
+                         sigma_b2=net.sigma_b2, sigma_w2=net.sigma_w2)

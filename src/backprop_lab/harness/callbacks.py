@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from backprop_lab.harness.job_context import (
     ENV_SWEPT_KEYS,
     GROUPS,
     split_override,
+    sweep_name,
 )
 
 
@@ -229,8 +231,7 @@ class TrackingCallback(Callback):
         choices = config.hydra.runtime.choices
         experiment = choices.get("experiment")
         cli = list(config.hydra.overrides.task)
-        swept_cli = [o for o in cli if split_override(o)[0] in swept]
-        name = experiment or ("sweep " + " ".join(swept_cli) if swept_cli else "sweep")
+        name = sweep_name(experiment, cli, swept, datetime.now())
         tags = {
             ROLE_TAG: "sweep",
             "hydra.overrides": " ".join(cli),

@@ -11,6 +11,7 @@ store) read.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.contract import STATUS, SUMMARY_FILE
-from backprop_lab.harness.build import Built
+from backprop_lab.engine import run_summary as rs
+from backprop_lab.engine.run_summary import Chance, chance_of, vanishing_summary
+from backprop_lab.harness.build import Built, theory_factor_of
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import grad_ratio, summary_line
 from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
@@ -40,11 +43,37 @@ class Ending:
     reason: str | None = None
     history: History | None = None
     histograms: list[Histogram] = field(default_factory=list)
+    #: The run's ``vanishing/`` metrics, name -> (epoch, value) (engine/run_summary.py).
+    vanishing: dict[str, tuple[int, float]] = field(default_factory=dict)
+    chance: Chance | None = None
+
     # How training itself ended, before a store failure made a finished run "failed": what
     # tracking/restore.py marks the run with once it has put the missing epochs back.
     training_outcome: str | None = None
     training_reason: str | None = None
     jacobian: Any = None  # engine.jacobian.JacobianProbe of a run with jacobian_probes
+
+
+def summarize(built: Built, ending: Ending) -> None:
+    """Fill ``ending.vanishing`` and ``ending.chance`` from what the run recorded."""
+    ending.chance = chance_of(built.dataset)
+    try:
+        theory = theory_factor_of(built)
+    except ValueError:  # an activation theory cannot integrate: no prediction
+        theory = math.nan
+    ending.vanishing = vanishing_summary(ending.history, theory=theory, chance=ending.chance)
+
+
+def vanishing_blocks(ending: Ending) -> list[tuple]:
+    """The ``vanishing/`` metrics as metric blocks (names, steps, values, timestamps), each at
+    the epoch it describes (0 or the last): written with the run's final flush."""
+    by_step: dict[int, list[tuple[str, float]]] = {}
+    for name, (step, value) in ending.vanishing.items():
+        by_step.setdefault(step, []).append((name, value))
+    now = np.array([int(time.time() * 1000)], dtype=np.int64)
+    return [([n for n, _ in pairs], np.array([step]),
+             np.array([[v] for _, v in pairs], dtype=float), now)
+            for step, pairs in sorted(by_step.items())]
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -73,7 +102,15 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
         "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
                             if n_layers and history is not None and history.n_rows else None),
+        **{key: (ending.vanishing[name][1] if name in ending.vanishing else None)
+           for key, name in rs.SUMMARY_KEYS.items()},
+        "at_chance": (bool(ending.vanishing[rs.AT_CHANCE][1])
+                      if rs.AT_CHANCE in ending.vanishing else None),
+        "chance_accuracy": ending.chance.accuracy if ending.chance else None,
+        "chance_tolerance": ending.chance.tolerance if ending.chance else None,
     }
+
+
 
 
 def finish(ctx: JobContext, summary: dict) -> dict:
@@ -123,11 +160,15 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     history_written = history_log is not None and history_log.close()
     ending.training_outcome, ending.training_reason = ending.outcome, ending.reason
     store_error: Exception | None = None
+    try:
+        summarize(built, ending)
+    except Exception as exc:  # a summary must not cost the run its record
+        _warn(f"could not summarize the run's gradient flow: {exc}")
     if tracker is not None:
         try:
             if history is not None:
                 tracker.attach(history)
-            tracker.flush(final=True)
+            tracker.flush(final=True, extra=vanishing_blocks(ending))
             if ending.jacobian is not None and ending.jacobian.records:
                 names, steps, values = ending.jacobian.metric_block()
                 now = np.full(steps.size, int(time.time() * 1000), dtype=np.int64)
