@@ -233,6 +233,7 @@ def depth_scale(activation: str, init: str, width: int = 512, q0: float = 1.0,
 
 
 __all__ = [
+    "anchored",
     "DepthScale",
     "MeanField",
     "backprop_std_factor",
@@ -246,3 +247,11 @@ __all__ = [
     "sigma_w2",
     "variance_map",
 ]
+
+
+def anchored(anchor: float, factors: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    """Predicted value(l) = anchor * prod_{k=l}^{L-2} factors[k-1] for the layers l <= L-1
+    (``factors`` (L-2,): the hidden steps; layer L-1 gets the anchor, the output layer NaN)."""
+    top = factors.size + 1
+    down = np.r_[np.cumprod(factors[::-1])[::-1], 1.0]  # (L-1,): layers 1..L-1
+    return np.array([anchor * down[l - 1] if l <= top else np.nan for l in layers])

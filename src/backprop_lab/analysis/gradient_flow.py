@@ -1,0 +1,512 @@
+"""The gradient-flow page: one self-contained, interactive HTML file (``gradient_flow.html``).
+
+    python -m backprop_lab.analysis.gradient_flow            # the latest sweep, default store
+    python -m backprop_lab.analysis.gradient_flow --sweep RUN_ID --out reports/x
+    python -m backprop_lab.analysis.gradient_flow --run RUN_ID --no-log --out /tmp/page
+
+It shows, for the runs of a sweep (or one run): the computed conclusion
+(:func:`backprop_lab.analysis.summary.conclusions`), a table of how many decades of the
+output layer's gradient norm reach layer 1 at initialization and after training, the layer
+profile of a chosen per-layer quantity (log scale) at the epoch of a slider (with play) beside
+mean-field theory at initialization (dashed), a layer x epoch heat map per run on one shared
+log colour scale, and the per-layer histograms (weights, gradients, activations, delta) at
+that epoch. Hover gives every value.
+
+The page carries everything it needs: plotly.js (from the pinned ``plotly`` package, read as a
+file: its Python side is not imported) and the data, both gzip'd and base64-encoded, inflated
+by the browser (``DecompressionStream``). It fetches nothing, so it opens from a file offline
+and inside MLflow's artifact view (an iframe sandboxed to scripts, loaded from a blob).
+Epochs beyond :data:`flow_records.MAX_EPOCHS` per run are log-spaced, and a page with many
+runs keeps fewer (:data:`VALUE_BUDGET`); the page says how many it shows.
+
+Where it is written: a single run's job folder and artifacts (harness/ending.py); a sweep's
+folder and its parent run's artifacts at the end of the sweep (harness/callbacks.py), from the
+records its jobs left (analysis/flow_records.py); the report's folder
+(analysis/report.py); and wherever this command is pointed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import html
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from backprop_lab.analysis.flow_records import (
+    LAYER_METRICS,
+    PAGE_METRICS,
+    SHARE_METRICS,
+    load_record,
+    make_record,
+    thin,
+)
+from backprop_lab.contract import FLOW_RECORD_FILE, GRADIENT_FLOW_PAGE
+
+#: About this many plotted values (runs x layers x metrics x epochs) at most on one page: the
+#: 36-run study then keeps about 130 of its 501 epochs per run.
+VALUE_BUDGET = 450_000
+DEFAULT_METRIC = "delta_std"
+THEORY_METRICS = ("delta_std", "preact_var")
+LABELS = {
+    "delta_std": "std of δ (back-propagated error)",
+    "grad_norm": "‖dL/dW‖ (gradient norm)",
+    "grad_weight_ratio": "‖dL/dW‖ / ‖W‖",
+    "update_ratio": "‖ΔW‖ / ‖W‖ (update ratio)",
+    "act_std": "std of activations",
+    "saturation": "saturated share",
+    "dead_fraction": "dead-unit share",
+    "preact_var": "variance of pre-activations",
+}
+#: Run columns a sweep may vary besides the activation, offered as filters on the page.
+FILTER_KEYS = ("depth", "width", "init", "seed", "lr", "optimizer", "dataset")
+_JS = Path(__file__).with_name("gradient_flow.js")
+
+
+# -- plotly.js -------------------------------------------------------------------------------
+#: plotly.js's cartesian bundle (scatter and heat maps), installed by the Makefile from npm.
+CARTESIAN_JS = Path(sys.prefix) / "share" / "backprop-lab" / "plotly-cartesian.min.js"
+ENV_PLOTLY_JS = "BACKPROP_LAB_PLOTLY_JS"
+
+
+def plotly_js_path() -> Path:
+    """The plotly.js the page inlines: ``$BACKPROP_LAB_PLOTLY_JS`` if set, else the cartesian
+    bundle the Makefile installs (:data:`CARTESIAN_JS`, 1.5 MB), else the full bundle of the
+    installed ``plotly`` package (4.8 MB; found without importing plotly's Python side)."""
+    import importlib.util
+
+    if os.environ.get(ENV_PLOTLY_JS):
+        path = Path(os.environ[ENV_PLOTLY_JS])
+        if not path.is_file():
+            raise FileNotFoundError(f"{ENV_PLOTLY_JS}={path}: no such file")
+        return path
+    if CARTESIAN_JS.is_file():
+        return CARTESIAN_JS
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the plotly package is not installed: pip install plotly "
+                                "(a dependency of backprop-lab)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: reinstall plotly")
+    return path
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "backprop-lab"
+
+
+def plotly_js_gz_b64() -> str:
+    """:func:`plotly_js_path` gzip'd (level 9) and base64-encoded: the cartesian bundle's 1.5 MB
+    as 0.6 MB of text (the full bundle's 4.8 MB as 2.0 MB). Compressing takes 0.2-0.8 s, so
+    the result is cached per file (by name, size and modification time) in
+    ``$XDG_CACHE_HOME/backprop-lab``; an unwritable cache only costs the time."""
+    path = plotly_js_path()
+    stat = path.stat()
+    cached = _cache_dir() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.js.gz.b64"
+    try:
+        return cached.read_text(encoding="ascii")
+    except OSError:
+        pass
+    text = base64.b64encode(gzip.compress(path.read_bytes(), 9, mtime=0)).decode("ascii")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cached.parent, delete=False,
+                                         encoding="ascii") as tmp:
+            tmp.write(text)
+        os.replace(tmp.name, cached)
+    except OSError:
+        pass
+    return text
+
+
+# -- the page --------------------------------------------------------------------------------
+def _fit_budget(records: list[dict], budget: int) -> tuple[list[dict], int, int]:
+    """Thin every record's epochs evenly (they are log-spaced already) so that the page
+    holds at most ``budget`` values; returns (records, epochs kept per run at most, epochs
+    of the longest run)."""
+    per_epoch = sum(len(r["values"]) * (r.get("n_layers") or 1) for r in records) or 1
+    most = max((len(r["epochs"]) for r in records), default=0)
+    cap = max(20, budget // per_epoch)
+    longest = max((r["end_epochs"][1] + 1 for r in records), default=0)
+    if most <= cap:
+        return records, most, longest
+    out = []
+    for r in records:
+        keep = thin(r["epochs"], cap)
+        out.append({**r, "epochs": [r["epochs"][i] for i in keep],
+                    "values": {m: [v[i] for i in keep] for m, v in r["values"].items()}})
+    return out, cap, longest
+
+
+def _filters(records: list[dict]) -> list[dict]:
+    """The run columns that differ between records (besides the activation), with their
+    values; the page starts on the deepest network when depths differ."""
+    out = []
+    for key in FILTER_KEYS:
+        values = sorted({r.get(key) for r in records if r.get(key) is not None},
+                        key=lambda v: (isinstance(v, str), v))
+        if len(values) > 1:
+            out.append({"key": key, "values": values,
+                        "default": max(values) if key == "depth" else None})
+    return out
+
+
+def _json_number(value):
+    """numpy scalars in the records (from pandas tables) as Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def _markdown_inline(text: str) -> str:
+    """The conclusions' markdown (``**bold**``, `` `code` ``) as HTML."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def render_page(records: Sequence[dict], *, title: str, subtitle: str = "",
+                conclusions: Sequence[str] = (), budget: int = VALUE_BUDGET) -> str:
+    """The page's HTML for ``records`` (analysis/flow_records.py), with the computed
+    ``conclusions`` (markdown lines) on top."""
+    if not records:
+        raise ValueError("no run with per-layer diagnostics to draw (diagnostics=false?)")
+    shown, kept, longest = _fit_budget(list(records), budget)
+    present = [m for m in PAGE_METRICS if any(m in r["values"] for r in shown)]
+    hist_epochs = sorted({e for r in shown for h in r.get("hist", {}).values()
+                          for e in h["epochs"]})
+    notes = []
+    if kept < longest:
+        notes.append(f"Epochs: {kept} of {longest} per run are drawn, log-spaced (every epoch "
+                     "at the start, sparser later; the first and the last always).")
+    if hist_epochs:
+        notes.append("Histograms (64 bins over each layer's own range) were recorded at "
+                     f"epochs {', '.join(map(str, hist_epochs[:12]))}"
+                     + (" ..." if len(hist_epochs) > 12 else "")
+                     + "; the slider shows the latest one at or before its epoch.")
+    notes.append("δ = dL/dz, the error back-propagated to a layer's pre-activations. "
+                 "Dashed: mean-field theory at initialization (delta_std anchored at the top "
+                 "hidden layer; preact_var: the variance map q^l).")
+    data = {
+        "runs": shown,
+        "metrics": [{"key": m, "label": LABELS.get(m, m), "share": m in SHARE_METRICS}
+                    for m in present],
+        "default_metric": DEFAULT_METRIC if DEFAULT_METRIC in present else present[0],
+        "theory_metrics": list(THEORY_METRICS),
+        "filters": _filters(shown),
+    }
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False,
+                         default=_json_number).encode()
+    data_b64 = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
+    items = "".join(f"<li>{_markdown_inline(line)}</li>" for line in conclusions)
+    return _TEMPLATE.format(
+        title=html.escape(title), subtitle=html.escape(subtitle),
+        conclusions=f"<ul class='conclusions'>{items}</ul>" if items else "",
+        notes="".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
+        plotly=plotly_js_gz_b64(), data=data_b64, script=_JS.read_text(encoding="utf-8"),
+    )
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Gradient flow: {title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+  margin: 0 auto; padding: 14px 22px 40px; max-width: 1280px; color: #222; background: #fff; }}
+h1 {{ font-size: 21px; margin: 4px 0 2px; }}
+h2 {{ font-size: 16px; margin: 26px 0 6px; border-bottom: 1px solid #ddd; padding-bottom: 3px; }}
+.sub {{ color: #666; margin: 0 0 8px; font-size: 13px; }}
+.conclusions {{ background: #f6f8fa; border-left: 4px solid #1f77b4; padding: 8px 12px 8px 28px;
+  margin: 8px 0; font-size: 14px; line-height: 1.45; }}
+.controls {{ display: flex; flex-wrap: wrap; gap: 14px; align-items: center;
+  background: #fafafa; border: 1px solid #e5e5e5; border-radius: 6px; padding: 8px 12px;
+  position: sticky; top: 0; z-index: 10; font-size: 14px; }}
+.controls select, .controls button {{ font-size: 14px; padding: 2px 6px; }}
+#epoch {{ width: 320px; }}
+#epoch-label {{ font-variant-numeric: tabular-nums; min-width: 90px; font-weight: 600; }}
+#filters {{ display: contents; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border-bottom: 1px solid #eee; padding: 3px 10px; text-align: left; }}
+th {{ background: #f3f3f3; font-weight: 600; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.bad {{ color: #b00; font-weight: 600; }}
+.dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }}
+.note {{ color: #666; font-size: 12px; margin: 3px 0; }}
+.hint {{ color: #666; font-size: 13px; margin: 2px 0 6px; }}
+#status {{ color: #666; padding: 30px 0; }}
+</style></head>
+<body>
+<h1>Gradient flow: {title}</h1>
+<p class="sub">{subtitle}</p>
+{conclusions}
+<div id="status">Drawing (the page inflates its own copy of plotly.js and its data)...</div>
+<div class="controls">
+  <label>quantity <select id="metric"></select></label>
+  <span id="filters"></span>
+  <button id="play" type="button">&#9654; play</button>
+  <input id="epoch" type="range" min="0" max="0" step="1" value="0" aria-label="epoch">
+  <span id="epoch-label">epoch 0</span>
+</div>
+<h2>Layer profile</h2>
+<p class="hint">One line per run: the quantity in every layer at the slider's epoch. A line
+falling toward layer 1 is a gradient that vanishes on its way down; each decade is a factor of
+10. Click a legend entry to hide a group.</p>
+<div id="profile"></div>
+<h2>How much of the output layer's gradient reaches layer 1</h2>
+<p class="hint">log10 of ‖dL/dW‖ of layer 1 over the output layer's (−3: a thousandth), and the
+layers whose gradient norm is below a tenth of the output layer's; most vanished first.</p>
+<div id="glance"></div>
+<h2>Layer × epoch, one map per run (one colour scale)</h2>
+<div id="heatmaps"></div>
+<div id="hist-section">
+<h2>Histograms per layer</h2>
+<div class="controls" style="position: static">
+  <label>run <select id="hist-run"></select></label>
+  <label>of <select id="hist-kind"></select></label>
+  <label>x <select id="hist-scale"><option value="own">each layer's own range</option>
+    <option value="shared">one range for all layers</option></select></label>
+</div>
+<div id="hist"></div>
+</div>
+{notes}
+<script type="application/octet-stream" id="gf-plotly">{plotly}</script>
+<script type="application/octet-stream" id="gf-data">{data}</script>
+<script>{script}</script>
+</body></html>
+"""
+
+
+# -- conclusions -----------------------------------------------------------------------------
+def _sizes_text(sizes) -> str | None:
+    return "-".join(str(int(s)) for s in sizes) if sizes else None
+
+
+def record_tables(records: Sequence[dict]):
+    """The runs and histories tables (analysis/loading.py's layout) of the records, with the
+    histories at initialization and at the last epoch only: what the conclusions read."""
+    import numpy as np
+    import pandas as pd
+
+    from backprop_lab.analysis.flow_records import make_label
+    from backprop_lab.analysis.histories import ID_COLUMNS
+
+    runs, parts = [], []
+    for r in records:
+        row = {"run_id": r["id"], "run_name": r["name"],
+               "label": make_label(r.get("activation"), r.get("init")),
+               "activation": r.get("activation"), "init": r.get("init"),
+               "depth": r.get("depth"), "n_layers": r.get("n_layers"), "width": r.get("width"),
+               "sizes": _sizes_text(r.get("sizes")), "seed": r.get("seed"),
+               "dataset": r.get("dataset"), "optimizer": r.get("optimizer"), "lr": r.get("lr"),
+               "input_var": r.get("input_var"), "epochs": r.get("epochs_config"),
+               "status": r.get("status"), "outcome": r.get("outcome")}
+        row |= {k: (np.nan if v is None else v) for k, v in (r.get("final") or {}).items()}
+        runs.append(row)
+        for when, epoch in zip((0, 1), r["end_epochs"]):
+            for metric, rows in r["ends"].items():
+                for layer, value in enumerate(rows[when], start=1):
+                    parts.append((r["id"], epoch, layer, metric,
+                                  np.nan if value is None else value))
+    runs = pd.DataFrame(runs)
+    for column in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+        if column not in runs:
+            runs[column] = np.nan
+    for column in ("depth", "n_layers", "width", "seed"):
+        runs[column] = runs[column].astype("Int64")
+    long = pd.DataFrame(parts, columns=["run_id", "epoch", "layer", "metric", "value"])
+    ids = runs[[c for c in ID_COLUMNS if c in runs.columns]]
+    histories = ids.merge(long, on="run_id", how="right")
+    return runs, histories
+
+
+def conclusions_of(records: Sequence[dict]) -> list[str]:
+    """:func:`backprop_lab.analysis.summary.conclusions` of the records; a line saying why
+    when they cannot be computed (the page is still drawn)."""
+    from backprop_lab.analysis.summary import conclusions
+
+    try:
+        return conclusions(*record_tables(records))
+    except Exception as exc:  # noqa: BLE001 - a missing column must not cost the page
+        return [f"(No computed conclusion: {type(exc).__name__}: {exc}.)"]
+
+
+# -- records from a store (the command and the report) ----------------------------------------
+def records_from_tables(runs, histories, histograms=None) -> list[dict]:
+    """Records of the runs of a :class:`.loading.SweepData` (its ``runs`` and ``histories``)
+    and of its histograms table (:func:`.histograms.load_histograms`, or None)."""
+
+    by_run = {run_id: frame for run_id, frame in
+              histories[histories["layer"].notna()].groupby("run_id", observed=True)}
+    hists = ({run_id: frame for run_id, frame in histograms.groupby("run_id")}
+             if histograms is not None and not histograms.empty else {})
+    out = []
+    for run in runs.to_dict("records"):
+        frame = by_run.get(run["run_id"])
+        if frame is None:
+            continue
+        wide = frame.pivot_table(index="epoch", columns=["metric", "layer"], values="value",
+                                 observed=True, dropna=False)
+        epochs = wide.index.to_numpy()
+        layers = {}
+        for metric in LAYER_METRICS:
+            if metric in wide.columns.get_level_values(0):
+                block = wide[metric]
+                block = block.reindex(columns=sorted(block.columns))
+                layers[metric] = block.to_numpy(dtype=float)
+        if not layers:
+            continue
+        rows = hists.get(run["run_id"])
+        meta = _meta_from_row(run)
+        out.append(make_record(meta, epochs, layers,
+                               () if rows is None else list(rows.itertuples(index=False))))
+    return out
+
+
+def _plain(value):
+    """A pandas/numpy cell as JSON: None for missing, int/float/str otherwise."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _meta_from_row(row: dict) -> dict:
+    sizes = row.get("sizes")
+    widths = ([int(s) for s in str(sizes).split("-")] if sizes and "?" not in str(sizes)
+              else None)
+    meta = {"id": row["run_id"], "name": row.get("run_name") or row["run_id"][:8],
+            "sizes": widths, "status": row.get("status"), "epochs_config": row.get("epochs"),
+            "final": {k: _plain(row.get(k)) for k in
+                      ("train/loss", "train/accuracy", "val/loss", "val/accuracy")}}
+    for key in ("label", "activation", "init", "depth", "n_layers", "width", "seed", "dataset",
+                "optimizer", "lr", "input_var", "outcome"):
+        meta[key] = _plain(row.get(key))
+    return meta
+
+
+def write_page(records: Sequence[dict], out: Path, *, title: str, subtitle: str = "",
+               conclusions: Sequence[str] | None = None) -> Path:
+    """Render the page of ``records`` into ``out`` (a folder: ``out/gradient_flow.html``, or
+    a path ending in .html); the conclusions are computed when not given."""
+    path = out if out.suffix == ".html" else out / GRADIENT_FLOW_PAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = conclusions_of(records) if conclusions is None else conclusions
+    path.write_text(render_page(records, title=title, subtitle=subtitle, conclusions=lines),
+                    encoding="utf-8")
+    return path
+
+
+def sweep_subtitle(records: Sequence[dict], what: str) -> str:
+    n = len(records)
+    return f"{what}: {n} run{'s' if n != 1 else ''}"
+
+
+def write_sweep_page(sweep, out: Path) -> Path:
+    """The page of a loaded :class:`.loading.SweepData` (its histograms are loaded here)."""
+    from backprop_lab.analysis.histograms import load_histograms
+
+    histograms = load_histograms(sweep.uri, sweep.runs)
+    records = records_from_tables(sweep.runs, sweep.histories, histograms)
+    name = sweep.sweep_name if sweep.sweep_id else "all runs of the experiment"
+    return write_page(records, out, title=str(name),
+                      subtitle=sweep_subtitle(records, f"store {sweep.uri}"),
+                      conclusions=None)
+
+
+def records_in_folder(folder: Path, sweep_id: str | None = None) -> list[dict]:
+    """The records the jobs of a sweep left in its folder (``<job>/gradient_flow.json``),
+    in job order; ``sweep_id``: only that sweep's."""
+    found = []
+    for path in folder.glob(f"**/{FLOW_RECORD_FILE}"):
+        try:
+            record = load_record(path)
+        except (OSError, ValueError):
+            continue
+        if sweep_id is None or record.get("sweep_id") == sweep_id:
+            found.append(record)
+    return sorted(found, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0))
+
+
+# -- the command -----------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m backprop_lab.analysis.gradient_flow",
+        description="Render the interactive gradient-flow page (gradient_flow.html) of a sweep "
+        "or a run already in a store, and attach it to that run.")
+    parser.add_argument("--uri", default=None, help="MLflow tracking URI (default: "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db)")
+    parser.add_argument("--experiment", default=None, help="experiment name (default: any)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--sweep", default="latest",
+                       help="parent run id of a sweep (default: the latest sweep)")
+    group.add_argument("--run", default=None, help="one run's id (a job or a single run)")
+    parser.add_argument("--out", type=Path, default=Path("."),
+                        help="folder to write gradient_flow.html into (default: .)")
+    parser.add_argument("--no-log", action="store_true",
+                        help="do not attach the page to the run in the store")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backprop_lab.contract import telemetry_off
+
+    telemetry_off()
+    args = parse_args(argv)
+    from mlflow import MlflowClient
+
+    from backprop_lab.analysis.loading import SweepData, load_histories, load_sweep, runs_table
+
+    try:
+        if args.run:
+            client = MlflowClient(tracking_uri=args.uri or None)
+            run = client.get_run(args.run)
+            runs = runs_table([run])
+            uri = client.tracking_uri
+            sweep = SweepData(uri, [run.info.experiment_id], None, run.info.run_name, runs,
+                              load_histories(client, [run], runs))
+        else:
+            sweep = load_sweep(args.uri, args.experiment, args.sweep)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises store-specific types
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if sweep.runs.empty:
+        print(f"error: no runs found in {sweep.uri}", file=sys.stderr)
+        return 2
+    from backprop_lab.analysis.histograms import load_histograms
+
+    records = records_from_tables(sweep.runs, sweep.histories,
+                                  load_histograms(sweep.uri, sweep.runs))
+    if not records:
+        print("error: the runs have no per-layer history (diagnostics=false?)", file=sys.stderr)
+        return 2
+    title = sweep.sweep_name or str(records[0]["name"])
+    path = write_page(records, args.out, title=title,
+                      subtitle=sweep_subtitle(records, f"store {sweep.uri}"))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    target = args.run or sweep.sweep_id
+    if args.no_log or target is None:
+        return 0
+    MlflowClient(tracking_uri=sweep.uri).log_artifact(target, str(path))
+    print(f"logged {path.name} to run {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
