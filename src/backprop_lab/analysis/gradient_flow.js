@@ -329,9 +329,10 @@ function main(D) {
     const x = own ? Array.from({length: B}, (_, b) => b + 0.5)
       : Array.from({length: B}, (_, b) => gLo + (b + 0.5) * (gHi - gLo) / B);
     const trace = {type: "heatmap", z, x, y: Array.from({length: L}, (_, l) => l + 1), text,
-                   colorscale: "Blues", zmin: 0, customdata: z.map((_, l) => Array(B).fill(ranges[l])),
+                   colorscale: [[0, "#eef3fa"], [0.25, "#9ecae1"], [0.6, "#3182bd"],
+                                 [1, "#08306b"]], zmin: 0, customdata: z.map((_, l) => Array(B).fill(ranges[l])),
                    colorbar: {title: {text: "share of<br>the layer's<br>values"}, thickness: 12,
-                              tickformat: ".0%"},
+                              tickformat: ".0%", x: own ? 1.17 : 1.02, xanchor: "left"},
                    hovertemplate: "layer %{y}: %{text}<br>share %{z:.1%}" +
                      (own ? "<br>layer's range %{customdata}" : "") + "<extra></extra>"};
     const annotations = own ? ranges.map((t, l) => ({text: t, x: 1.005, xref: "paper", y: l + 1,
@@ -340,7 +341,7 @@ function main(D) {
       font: FONT, height: Math.max(260, 90 + L * 22), plot_bgcolor: "white",
       title: {text: `<b>${r.name}</b>: ${kindNames[state.histKind]} per layer, epoch ` +
                     `${h.epochs[i]}`, x: 0.01, font: {size: 14}},
-      margin: {l: 55, r: own ? 190 : 30, t: 45, b: 45}, annotations,
+      margin: {l: 55, r: own ? 230 : 90, t: 45, b: 45}, annotations,
       xaxis: own ? {title: {text: "position in the layer's own range (64 bins, range at right)"},
                     showticklabels: false, range: [0, B]}
         : {title: {text: "value (one range for all layers)"}, exponentformat: "power"},

@@ -65,7 +65,8 @@ LABELS = {
     "preact_var": "variance of pre-activations",
 }
 #: Run columns a sweep may vary besides the activation, offered as filters on the page.
-FILTER_KEYS = ("depth", "width", "init", "seed", "lr", "optimizer", "dataset")
+#: (The init is part of a run's label, which colours it.)
+FILTER_KEYS = ("depth", "width", "seed", "lr", "optimizer", "dataset")
 _JS = Path(__file__).with_name("gradient_flow.js")
 
 
@@ -298,8 +299,8 @@ def record_tables(records: Sequence[dict]):
     import numpy as np
     import pandas as pd
 
+    from backprop_lab.analysis.columns import ID_COLUMNS
     from backprop_lab.analysis.flow_records import make_label
-    from backprop_lab.analysis.histories import ID_COLUMNS
 
     runs, parts = [], []
     for r in records:
@@ -444,6 +445,31 @@ def records_in_folder(folder: Path, sweep_id: str | None = None) -> list[dict]:
     return sorted(found, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0))
 
 
+def sweep_page(folder: Path, sweep_id: str | None, title: str) -> Path | None:
+    """The page of a sweep that just ended, from its jobs' records in ``folder``, written to
+    ``folder/gradient_flow.html``; None when no job left a record there."""
+    records = records_in_folder(folder, sweep_id)
+    if not records:
+        return None
+    return write_page(records, folder, title=title,
+                      subtitle=sweep_subtitle(records, f"sweep folder {folder}"))
+
+
+def serve() -> int:
+    """The sweep's page worker (harness/page_worker.py): import what the page needs now,
+    while the sweep's jobs train, then read one request (JSON: folder, sweep_id, title) from
+    stdin, build the sweep's page and answer with its path (JSON) on stdout."""
+    import backprop_lab.analysis.summary  # noqa: F401 - pandas, the slow part, ahead of time
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # the sweep ended without asking (interrupted, or no tracking)
+    request = json.loads(line)
+    path = sweep_page(Path(request["folder"]), request.get("sweep_id"), request["title"])
+    print(json.dumps({"path": str(path) if path else None}), flush=True)
+    return 0
+
+
 # -- the command -----------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -457,6 +483,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--sweep", default="latest",
                        help="parent run id of a sweep (default: the latest sweep)")
     group.add_argument("--run", default=None, help="one run's id (a job or a single run)")
+    group.add_argument("--folder", type=Path, default=None,
+                       help="a sweep's folder (multirun/DATE/TIME): the page of the records "
+                       "its jobs left, without a store (tracking=none too); written there")
+    group.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("."),
                         help="folder to write gradient_flow.html into (default: .)")
     parser.add_argument("--no-log", action="store_true",
@@ -469,6 +499,15 @@ def main(argv: list[str] | None = None) -> int:
 
     telemetry_off()
     args = parse_args(argv)
+    if args.serve:
+        return serve()
+    if args.folder is not None:
+        path = sweep_page(args.folder, None, args.folder.resolve().name)
+        if path is None:
+            print(f"error: no {FLOW_RECORD_FILE} under {args.folder}", file=sys.stderr)
+            return 2
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        return 0
     from mlflow import MlflowClient
 
     from backprop_lab.analysis.loading import SweepData, load_histories, load_sweep, runs_table

@@ -7,6 +7,9 @@
     histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65));
                      kinds: weights, grads, activations, deltas (back-propagated errors)
     figures/         the run's figures (run_figures.py), when asked for
+    gradient_flow.json   the job's data for the gradient-flow page (analysis/flow_records.py;
+                     not logged: a sweep's page is made of its jobs' records)
+    gradient_flow.html   a single run's gradient-flow page (analysis/gradient_flow.py)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from backprop_lab.contract import (
     CONFIG_FILE,
     FIGURES_DIR,
+    GRADIENT_FLOW_PAGE,
     HISTOGRAMS_FILE,
     HISTORY_FILE,
     WEIGHTS_FILE,
@@ -65,7 +69,6 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
 def artifact_specs(folder: Path) -> list:
     """The files of a job's folder that are logged to its run (missing ones are skipped)."""
     from backprop_lab.tracking import ArtifactSpec
-    from backprop_lab.tracking.images import IMAGES_DIR
 
     return [
         ArtifactSpec(folder / CONFIG_FILE),
@@ -74,5 +77,5 @@ def artifact_specs(folder: Path) -> list:
         ArtifactSpec(folder / HISTORY_FILE),
         ArtifactSpec(folder / HISTOGRAMS_FILE),
         ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
-        ArtifactSpec(folder / IMAGES_DIR, IMAGES_DIR),  # the UI's image charts (step_images.py)
+        ArtifactSpec(folder / GRADIENT_FLOW_PAGE),  # a single run's page (harness/ending.py)
     ]
