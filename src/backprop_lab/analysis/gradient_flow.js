@@ -245,7 +245,7 @@ function main(D) {
       "<th>final accuracy</th><th>outcome</th></tr>";
     const cell = (v) => `<td class="num ${v !== null && v < -1 ? "bad" : ""}">${decades(v)}</td>`;
     $("glance").innerHTML = "<table>" + head + rows.map((x) =>
-      `<tr><td><span class="dot" style="background:${runColour(x.r)}"></span>${x.r.name}</td>` +
+      `<tr><td class="run"><span class="dot" style="background:${runColour(x.r)}"></span>${x.r.name}</td>` +
       cell(x.init) + cell(x.end) + `<td>${x.belowInit}</td><td>${x.belowEnd}</td>` +
       `<td class="num">${x.acc === null || x.acc === undefined ? "n/a" : x.acc.toFixed(3)}</td>` +
       `<td>${x.r.outcome || ""}</td></tr>`).join("") + "</table>";
@@ -274,7 +274,8 @@ function main(D) {
       return false;
     }
     for (const r of withHist) $("hist-run").add(new Option(r.name, r.id));
-    state.histRun = withHist[0].id;
+    const shown = visible().filter((r) => withHist.includes(r));
+    state.histRun = (shown[0] || withHist[0]).id;
     $("hist-run").value = state.histRun;
     const kinds = Object.keys(withHist[0].hist);
     for (const k of ["deltas", "grads", "activations", "weights"].filter((k) => kinds.includes(k)))

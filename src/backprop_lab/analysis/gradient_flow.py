@@ -242,6 +242,7 @@ th, td {{ border-bottom: 1px solid #eee; padding: 3px 10px; text-align: left; }}
 th {{ background: #f3f3f3; font-weight: 600; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 td.bad {{ color: #b00; font-weight: 600; }}
+td.run {{ white-space: nowrap; }}
 .dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }}
 .note {{ color: #666; font-size: 12px; margin: 3px 0; }}
 .hint {{ color: #666; font-size: 13px; margin: 2px 0 6px; }}
@@ -414,9 +415,10 @@ def write_page(records: Sequence[dict], out: Path, *, title: str, subtitle: str 
     return path
 
 
-def sweep_subtitle(records: Sequence[dict], what: str) -> str:
+def sweep_subtitle(records: Sequence[dict], how: str) -> str:
+    """``"36 runs, read from the store"``."""
     n = len(records)
-    return f"{what}: {n} run{'s' if n != 1 else ''}"
+    return f"{n} run{'s' if n != 1 else ''}, {how}"
 
 
 def write_sweep_page(sweep, out: Path) -> Path:
@@ -427,7 +429,7 @@ def write_sweep_page(sweep, out: Path) -> Path:
     records = records_from_tables(sweep.runs, sweep.histories, histograms)
     name = sweep.sweep_name if sweep.sweep_id else "all runs of the experiment"
     return write_page(records, out, title=str(name),
-                      subtitle=sweep_subtitle(records, f"store {sweep.uri}"),
+                      subtitle=sweep_subtitle(records, "read from the store"),
                       conclusions=None)
 
 
@@ -452,7 +454,7 @@ def sweep_page(folder: Path, sweep_id: str | None, title: str) -> Path | None:
     if not records:
         return None
     return write_page(records, folder, title=title,
-                      subtitle=sweep_subtitle(records, f"sweep folder {folder}"))
+                      subtitle=sweep_subtitle(records, "drawn at the end of the sweep from its jobs' records"))
 
 
 def serve() -> int:
@@ -537,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     title = sweep.sweep_name or str(records[0]["name"])
     path = write_page(records, args.out, title=title,
-                      subtitle=sweep_subtitle(records, f"store {sweep.uri}"))
+                      subtitle=sweep_subtitle(records, "read from the store"))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     target = args.run or sweep.sweep_id
     if args.no_log or target is None:
