@@ -453,8 +453,8 @@ def sweep_page(folder: Path, sweep_id: str | None, title: str) -> Path | None:
     records = records_in_folder(folder, sweep_id)
     if not records:
         return None
-    return write_page(records, folder, title=title,
-                      subtitle=sweep_subtitle(records, "drawn at the end of the sweep from its jobs' records"))
+    how = "drawn at the end of the sweep from its jobs' records"
+    return write_page(records, folder, title=title, subtitle=sweep_subtitle(records, how))
 
 
 def serve() -> int:
