@@ -301,7 +301,7 @@ function main(D) {
       if (h.hi[i][l] !== null) gHi = Math.max(gHi, h.hi[i][l]);
     }
     if (!own) { const a = Math.max(Math.abs(gLo), Math.abs(gHi)); if (state.histKind !== "activations" || gLo < 0) { gLo = -a; gHi = a; } }
-    const z = [], text = [], ranges = [];
+    const z = [], text = [], ranges = [], shares = [];
     for (let l = 0; l < L; l++) {
       const lo = h.lo[i][l], hi = h.hi[i][l];
       const row = new Array(B).fill(0), txt = new Array(B).fill("");
@@ -323,7 +323,9 @@ function main(D) {
         const gw = (gHi - gLo) / B;
         for (let b = 0; b < B; b++) txt[b] = `${fmt(gLo + b * gw)} .. ${fmt(gLo + (b + 1) * gw)}`;
       }
-      z.push(row.map((v) => (v > 0 ? v : null)));
+      const mode = Math.max(...row);
+      shares.push(row);
+      z.push(row.map((v) => (v > 0 && mode > 0 ? v / mode : null)));
       text.push(txt);
       ranges.push(`${fmt(lo)} .. ${fmt(hi)}`);
     }
@@ -331,11 +333,12 @@ function main(D) {
       : Array.from({length: B}, (_, b) => gLo + (b + 0.5) * (gHi - gLo) / B);
     const trace = {type: "heatmap", z, x, y: Array.from({length: L}, (_, l) => l + 1), text,
                    colorscale: [[0, "#eef3fa"], [0.25, "#9ecae1"], [0.6, "#3182bd"],
-                                 [1, "#08306b"]], zmin: 0, customdata: z.map((_, l) => Array(B).fill(ranges[l])),
-                   colorbar: {title: {text: "share of<br>the layer's<br>values"}, thickness: 12,
-                              tickformat: ".0%", x: own ? 1.17 : 1.02, xanchor: "left"},
-                   hovertemplate: "layer %{y}: %{text}<br>share %{z:.1%}" +
-                     (own ? "<br>layer's range %{customdata}" : "") + "<extra></extra>"};
+                                 [1, "#08306b"]], zmin: 0, zmax: 1,
+                   customdata: shares.map((row, l) => row.map((v) => [v, ranges[l]])),
+                   colorbar: {title: {text: "bin / the<br>layer's<br>fullest bin"}, thickness: 12,
+                              x: own ? 1.17 : 1.02, xanchor: "left"},
+                   hovertemplate: "layer %{y}: %{text}<br>%{customdata[0]:.1%} of the layer's values" +
+                     (own ? "<br>layer's range %{customdata[1]}" : "") + "<extra></extra>"};
     const annotations = own ? ranges.map((t, l) => ({text: t, x: 1.005, xref: "paper", y: l + 1,
       yref: "y", xanchor: "left", showarrow: false, font: {size: 10, color: "#555"}})) : [];
     Plotly.react($("hist"), [trace], {
