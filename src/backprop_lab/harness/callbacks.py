@@ -335,6 +335,7 @@ class TrackingCallback(Callback):
                 f"--uri {self.uri} --sweep {self.parent_run_id}")
         try:
             path = worker.build(sweep_dir, self.sweep_id, self.title)
+            worker.close()
             if path is None:  # jobs on other machines (Ray): their folders are not here
                 return ["", f"Gradient-flow page: none (no job records here); `{redo}`"]
             store.log_artifacts(self.parent_run_id, [ArtifactSpec(path)])

@@ -4,8 +4,9 @@ The page's computed conclusion needs pandas (analysis/summary.py), whose import 
 on this project's machines: longer than the flagship sweep's whole tracking budget. So the
 launching process starts this worker when the sweep starts (``on_multirun_start``); the worker
 imports pandas on the other core while the jobs train, and at the end of the sweep it only
-builds the page (about 0.05 s for the flagship) from the records the jobs left in their
-folders. It exits when asked, or when its stdin closes (the sweep ended without asking).
+builds the page (0.1-0.2 s for the flagship) from the records the jobs left in their folders;
+the launching process ends it once it has answered (its own exit would tear pandas down for
+nothing) and when the sweep is interrupted. It also exits when its stdin closes.
 """
 
 from __future__ import annotations
@@ -23,27 +24,40 @@ class PageWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backprop_lab.analysis.gradient_flow", "--serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seconds: float | None = None  # what building the page took in the worker
 
     def build(self, folder: Path, sweep_id: str | None, title: str,
               timeout: float = 600) -> Path | None:
-        """The page of the sweep in ``folder`` (None: no job left a record there)."""
+        """The page of the sweep in ``folder`` (None: no job left a record there). Returns
+        on the worker's answer, without waiting for it to exit (:meth:`close` ends it)."""
+        import select
+
         request = json.dumps({"folder": str(folder), "sweep_id": sweep_id, "title": title})
         try:
-            out, err = self.proc.communicate(request + "\n", timeout=timeout)
-        except subprocess.TimeoutExpired:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # it died before the request: say why below
+            pass
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
             self.close()
-            raise RuntimeError(f"the page worker took more than {timeout:.0f} s") from None
-        if self.proc.returncode != 0 or not out.strip():
+            raise RuntimeError(f"the page worker took more than {timeout:.0f} s")
+        line = self.proc.stdout.readline()
+        if not line.strip():
+            self.close()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
             last = (err.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"the page worker failed (exit {self.proc.returncode}): {last}")
-        path = json.loads(out.strip().splitlines()[-1])["path"]
-        return Path(path) if path else None
+        reply = json.loads(line)
+        self.seconds = reply.get("seconds")
+        return Path(reply["path"]) if reply["path"] else None
 
     def close(self) -> None:
-        """Stop the worker if it still runs (an interrupted sweep)."""
+        """End the worker: it has answered (its exit would only tear pandas down) or the
+        sweep was interrupted."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
