@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class TrackingCallback(Callback):
         self.experiment_id: str | None = None
         self.swept: list[str] = []
         self.title = "sweep"
+        self.page_seconds: float | None = None  # waited for the gradient-flow page at the end
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -234,7 +236,8 @@ class TrackingCallback(Callback):
             **tracking.git_tags(),
         }
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
-        if not self.search:  # a search's trials are not one study to compare
+        # A search's trials are not one study to compare; log_artifacts=false logs no files.
+        if not self.search and first.tracking.log_artifacts:
             from backprop_lab.harness.page_worker import PageWorker
 
             _PAGE_WORKERS[self.sweep_id] = PageWorker()
@@ -293,8 +296,10 @@ class TrackingCallback(Callback):
             if signame:
                 outcome, reason = "killed", f"interrupted by {signame}; {reason or 'no job lost'}"
             _stop_heartbeat(self.parent_run_id)
+            timing = ({"backprop_lab.seconds.gradient_flow": f"{self.page_seconds:.3f}"}
+                      if self.page_seconds is not None else {})
             end_run(self.uri, self.parent_run_id, outcome, reason,
-                    extra_tags={"backprop_lab.n_failed": str(problems)})
+                    extra_tags={"backprop_lab.n_failed": str(problems), **timing})
             self.parent_run_id = None
         _close_page_worker(self.sweep_id)
         if self.sweep_id:
@@ -334,8 +339,10 @@ class TrackingCallback(Callback):
         redo = ("python -m backprop_lab.analysis.gradient_flow "
                 f"--uri {self.uri} --sweep {self.parent_run_id}")
         try:
+            tic = time.perf_counter()
             path = worker.build(sweep_dir, self.sweep_id, self.title)
             worker.close()
+            self.page_seconds = time.perf_counter() - tic
             if path is None:  # jobs on other machines (Ray): their folders are not here
                 return ["", f"Gradient-flow page: none (no job records here); `{redo}`"]
             store.log_artifacts(self.parent_run_id, [ArtifactSpec(path)])
