@@ -121,3 +121,34 @@ def test_a_page_of_many_long_runs_thins_their_epochs_to_its_budget():
     assert values <= 100_000 and kept < len(record["epochs"])
     assert data["runs"][0]["epochs"][0] == 0 and data["runs"][0]["epochs"][-1] == 600
     assert f"Epochs: {kept} of 601 per run are drawn, log-spaced" in page
+
+
+def test_the_page_worker_draws_a_sweep_folder_and_names_its_failures(tmp_path):
+    from backprop_lab.contract import FLOW_RECORD_FILE
+    from backprop_lab.harness.page_worker import PageWorker
+
+    worker = PageWorker()
+    try:
+        assert worker.build(tmp_path, "s1", "empty") is None  # no job left a record
+    finally:
+        worker.close()
+    result, meta = _trained()
+    job = tmp_path / "0"
+    job.mkdir()
+    fr.save_record({**fr.record_from_history(result.history, result.histograms, meta),
+                    "sweep_id": "s1"}, job / FLOW_RECORD_FILE)
+    worker = PageWorker()
+    try:
+        path = worker.build(tmp_path, "s1", "one job")
+    finally:
+        worker.close()
+    assert path == tmp_path / "gradient_flow.html" and worker.seconds > 0
+    assert "Gradient flow: one job" in path.read_text()
+    (job / FLOW_RECORD_FILE).write_text('{"sweep_id": "s1", "id": "x"}')  # no values
+    worker = PageWorker()
+    try:
+        with pytest.raises(RuntimeError, match="KeyError"):
+            worker.build(tmp_path, "s1", "broken")
+    finally:
+        worker.close()
+    assert worker.proc.poll() is not None

@@ -484,7 +484,11 @@ def serve() -> int:
 
     tic = time.perf_counter()
     request = json.loads(line)
-    path = sweep_page(Path(request["folder"]), request.get("sweep_id"), request["title"])
+    try:
+        path = sweep_page(Path(request["folder"]), request.get("sweep_id"), request["title"])
+    except Exception as exc:  # noqa: BLE001 - the sweep says why, and goes on
+        print(json.dumps({"path": None, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
     print(json.dumps({"path": str(path) if path else None,
                       "seconds": round(time.perf_counter() - tic, 3)}), flush=True)
     return 0

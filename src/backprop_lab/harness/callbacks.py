@@ -343,8 +343,9 @@ class TrackingCallback(Callback):
             path = worker.build(sweep_dir, self.sweep_id, self.title)
             worker.close()
             self.page_seconds = time.perf_counter() - tic
-            if path is None:  # jobs on other machines (Ray): their folders are not here
-                return ["", f"Gradient-flow page: none (no job records here); `{redo}`"]
+            if path is None:  # diagnostics=false, or jobs on other machines (Ray)
+                return ["", "Gradient-flow page: none (no job left its per-layer record in "
+                        f"this sweep's folder); from the store: `{redo}`"]
             store.log_artifacts(self.parent_run_id, [ArtifactSpec(path)])
         except Exception as exc:  # the sweep's runs are recorded; the page can be redone
             worker.close()

@@ -23,7 +23,9 @@ class PageWorker:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backprop_lab.analysis.gradient_flow", "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # stderr is the sweep's own: a warning shows there, and a pipe nobody reads
+            # could fill up and stall the worker.
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.seconds: float | None = None  # what building the page took in the worker
 
     def build(self, folder: Path, sweep_id: str | None, title: str,
@@ -45,10 +47,11 @@ class PageWorker:
         line = self.proc.stdout.readline()
         if not line.strip():
             self.close()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the page worker failed (exit {self.proc.returncode}): {last}")
+            raise RuntimeError(f"the page worker ended without an answer (exit "
+                               f"{self.proc.returncode}; its error is printed above)")
         reply = json.loads(line)
+        if reply.get("error"):
+            raise RuntimeError(reply["error"])
         self.seconds = reply.get("seconds")
         return Path(reply["path"]) if reply["path"] else None
 
@@ -58,6 +61,6 @@ class PageWorker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
