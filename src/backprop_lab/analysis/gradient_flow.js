@@ -85,6 +85,9 @@ function main(D) {
       drawEpoch();
     }, Math.max(40, Math.min(150, 6000 / allEpochs.length)));
   });
+  const jump = (i) => { stop(); state.epochIndex = i; slider.value = String(i); drawEpoch(); };
+  $("to-start").addEventListener("click", () => jump(0));
+  $("to-end").addEventListener("click", () => jump(allEpochs.length - 1));
   function stop() {
     clearInterval(state.playing);
     state.playing = null;
@@ -119,7 +122,7 @@ function main(D) {
           `<br>epoch ${r.epochs[rowAt(r, e)]}<extra></extra>`,
       });
       seen.add(group);
-      const theory = r.theory && r.theory[m];
+      const theory = e === 0 && r.theory && r.theory[m];  // a prediction at initialization
       if (theory) {
         traces.push({
           type: "scatter", mode: "lines", x: theory.map((_, i) => i + 1), y: theory,
@@ -134,8 +137,9 @@ function main(D) {
   }
   function profileLayout() {
     const m = meta(state.metric), e = epoch();
-    const theoryNote = D.theory_metrics.includes(state.metric)
-      ? " (dashed: mean-field theory at initialization)" : "";
+    const theoryNote = !D.theory_metrics.includes(state.metric) ? ""
+      : e === 0 ? " (dashed: mean-field theory at initialization)"
+      : " (mean-field theory: at epoch 0)";
     return {
       title: {text: `<b>${m.label}</b> per layer at epoch ${e}${theoryNote}`, x: 0.01,
               font: {size: 15}},

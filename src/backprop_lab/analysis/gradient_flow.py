@@ -256,9 +256,11 @@ td.run {{ white-space: nowrap; }}
 <div class="controls">
   <label>quantity <select id="metric"></select></label>
   <span id="filters"></span>
+  <button id="to-start" type="button" title="to epoch 0">initialization</button>
   <button id="play" type="button">&#9654; play</button>
   <input id="epoch" type="range" min="0" max="0" step="1" value="0" aria-label="epoch">
   <span id="epoch-label">epoch 0</span>
+  <button id="to-end" type="button" title="to the last epoch">end of training</button>
 </div>
 <h2>Layer profile</h2>
 <p class="hint">One line per run: the quantity in every layer at the slider's epoch. A line
