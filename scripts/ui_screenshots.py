@@ -124,6 +124,7 @@ def check_gradient_flow(page, base: str, experiment_id: str, parent, out: Path) 
     frame.locator("#profile .gtitle", has_text=f"at epoch {epochs[-1]}").wait_for()
     assert frame.locator("#epoch-label").inner_text() == f"epoch {epochs[-1]}"
     # A hover over the first point of the first line shows its value.
+    frame.locator("#profile").evaluate("e => e.scrollIntoView({block: 'center'})")
     point = frame.locator("#profile .scatterlayer .trace .points path").first
     point.scroll_into_view_if_needed()
     box = point.bounding_box()

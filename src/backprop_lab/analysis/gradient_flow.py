@@ -230,11 +230,11 @@ h2 {{ font-size: 16px; margin: 26px 0 6px; border-bottom: 1px solid #ddd; paddin
 .sub {{ color: #666; margin: 0 0 8px; font-size: 13px; }}
 .conclusions {{ background: #f6f8fa; border-left: 4px solid #1f77b4; padding: 8px 12px 8px 28px;
   margin: 8px 0; font-size: 14px; line-height: 1.45; }}
-.controls {{ display: flex; flex-wrap: wrap; gap: 14px; align-items: center;
+.controls {{ display: flex; flex-wrap: wrap; gap: 10px 14px; align-items: center;
   background: #fafafa; border: 1px solid #e5e5e5; border-radius: 6px; padding: 8px 12px;
   position: sticky; top: 0; z-index: 10; font-size: 14px; }}
 .controls select, .controls button {{ font-size: 14px; padding: 2px 6px; }}
-#epoch {{ width: 320px; }}
+#epoch {{ flex: 1 1 160px; min-width: 120px; max-width: 420px; }}
 #epoch-label {{ font-variant-numeric: tabular-nums; min-width: 90px; font-weight: 600; }}
 #filters {{ display: contents; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
@@ -256,11 +256,11 @@ td.run {{ white-space: nowrap; }}
 <div class="controls">
   <label>quantity <select id="metric"></select></label>
   <span id="filters"></span>
-  <button id="to-start" type="button" title="to epoch 0">initialization</button>
+  <button id="to-start" type="button" title="to epoch 0: at initialization">&#9664; init</button>
   <button id="play" type="button">&#9654; play</button>
   <input id="epoch" type="range" min="0" max="0" step="1" value="0" aria-label="epoch">
   <span id="epoch-label">epoch 0</span>
-  <button id="to-end" type="button" title="to the last epoch">end of training</button>
+  <button id="to-end" type="button" title="to the last epoch">end &#9654;&#9654;</button>
 </div>
 <h2>Layer profile</h2>
 <p class="hint">One line per run: the quantity in every layer at the slider's epoch. A line
