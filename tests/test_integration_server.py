@@ -220,13 +220,15 @@ def test_blocks_of_a_database_user_without_the_owners_rights(server, tmp_path):
     from tests.test_tracking_store import BLOCKS, NAMES, assert_same_histories
 
     state = srv.ServerState.load(server["dir"])
-    owner = srv.backend_store_uri(state, srv._password(state)).removeprefix("backprop-lab+")
+    owner = srv.owner_uri(state)
     con = psycopg2.connect(owner.replace("postgresql+psycopg2://", "postgresql://"))
     con.autocommit = True
     with con.cursor() as cur:
         cur.execute("DROP ROLE IF EXISTS plain_writer")
         cur.execute("CREATE ROLE plain_writer LOGIN PASSWORD 'plain'")
         cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO plain_writer")
+        # The database is private to its owner (server.py): other users are let in by name.
+        cur.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {srv.DB_NAME} TO plain_writer")
     con.close()
     plain_uri = (f"postgresql+psycopg2://plain_writer:plain@127.0.0.1:{state.pg_port}/"
                  f"{srv.DB_NAME}")
@@ -244,3 +246,61 @@ def test_blocks_of_a_database_user_without_the_owners_rights(server, tmp_path):
     assert_same_histories(client, runs["plain"], runs["owner"])
     with pytest.raises(Exception, match="not found|does not exist"):
         plain.log_metric_block("0" * 32, NAMES[:1], [0], [1], [[1.0]])
+
+
+def test_the_server_keeps_its_secrets_private_and_its_user_has_only_its_rights(server):
+    """Issue 19: umask 077 for the folder, logs and credentials; no password in MLflow's
+    start-up lines, the process list or the backend URI; the MLflow server's database user
+    owns its database only, may set session_replication_role (the bulk path's fast lane)."""
+    import os
+    import stat
+
+    import psycopg2
+
+    from backprop_lab.tracking import server as srv
+
+    home = server["dir"]
+    state = srv.ServerState.load(home)
+    mode = {p: stat.S_IMODE((home / p).stat().st_mode)
+            for p in (".", "logs", "artifacts", "logs/server.log", "credentials", "pgpass",
+                      "server.json")}
+    assert mode["."] in (0o700, 0o711)
+    assert all(m & 0o077 == 0 for p, m in mode.items() if p != "."), mode
+    owner_pw, app_pw = srv._password(state), srv.app_password(state)
+    for log in (state.server_log, state.pg_log):
+        text = log.read_text(errors="replace")
+        assert owner_pw not in text and app_pw not in text
+    assert "mlflow_app@127.0.0.1" in state.server_log.read_text()  # the URI MLflow prints
+    for pid in process_tree(state.pid):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert owner_pw.encode() not in cmdline and app_pw.encode() not in cmdline
+    con = psycopg2.connect(srv.owner_uri(state).replace("+psycopg2", ""))
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles"
+                        " WHERE rolname = %s", (srv.APP_USER,))
+            assert cur.fetchone() == (False, False, False)
+            cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                        (srv.DB_NAME,))
+            assert cur.fetchone()[0] == srv.APP_USER
+            cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                        " AND tableowner <> %s", (srv.APP_USER,))
+            assert cur.fetchone()[0] == 0
+            cur.execute("SELECT has_database_privilege(%s, 'postgres', 'CONNECT')",
+                        (srv.APP_USER,))
+            assert cur.fetchone()[0] is False
+    finally:
+        con.close()
+    app = psycopg2.connect(host="127.0.0.1", port=state.pg_port, dbname=srv.DB_NAME,
+                           user=srv.APP_USER, password=app_pw)
+    try:
+        with app.cursor() as cur:
+            from backprop_lab.tracking.server_store import BulkMetricsSqlAlchemyStore
+
+            store = BulkMetricsSqlAlchemyStore.__new__(BulkMetricsSqlAlchemyStore)
+            assert store._can_skip_fk_checks(cur) is True
+            with pytest.raises(psycopg2.Error):
+                cur.execute("CREATE DATABASE another")
+    finally:
+        app.close()
+    assert os.environ.get("PGPASSWORD") is None

@@ -1,6 +1,9 @@
 """Property: whatever overrides a user types, the command either exits non-zero naming the bad
 key before any run exists, or its run ends FINISHED, or FAILED with a reason. Never a
-traceback, never a run left RUNNING.
+traceback, never a run left RUNNING, and never a password or token in anything printed,
+stored or saved: tracking URIs (credentials, schemes, paths, in-memory SQLite), experiment
+names (empty, at MLflow's 500-character limit and past it) and a user's own key holding a URI
+with credentials are drawn too.
 
 Hypothesis draws combinations of valid and invalid values for every key of the README's
 configuration table. Most examples go through the real entry point in this process
@@ -25,6 +28,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TRAIN, cli_env
 
+SECRET = "Pr0pS3cret"
 # key -> (valid values, invalid values), as typed on the command line.
 VALUES: dict[str, tuple[list[str], list[str]]] = {
     "activation": (["sigmoid", "tanh", "relu", "leaky_relu", "softsign", "identity"],
@@ -41,7 +45,7 @@ VALUES: dict[str, tuple[list[str], list[str]]] = {
     "dataset": (["spiral", "moons", "circles", "xor", "blobs", "digits", "breast_cancer"],
                 ["mnist", "iris"]),
     "dataset.n_samples": (["5", "30", "null"], ["0", "-5", "x", "1000000000000"]),
-    "dataset.noise": (["0", "0.1", "null", "1e300"], ["-0.1", "x"]),
+    "dataset.noise": (["0", "0.1", "null", "1000"], ["-0.1", "x", "nan", "inf", "1e300"]),
     "dataset.val_fraction": (["0", "0.2", "0.5"], ["1", "-0.1", "1.5", "x"]),
     "model": (["mlp", "deep"], ["cnn"]),
     "model.hidden": (["[4]", "[8,4]", "[]"], ["[0]", "[-3]", "[a]", "[100000000,100000000]"]),
@@ -54,8 +58,15 @@ VALUES: dict[str, tuple[list[str], list[str]]] = {
     "optimizer.batch_size": (["null", "1", "16"], ["0", "-1", "x"]),
     "optimizer.weight_decay": (["0", "0.01"], ["-1", "x"]),
     "tracking": (["mlflow", "none"], ["wandb"]),
-    "tracking.experiment": (["prop", "other-exp"], ["''"]),
-    "tracking.log_every": (["1", "3"], ["0", "-1", "x"]),
+    "tracking.experiment": (["prop", "other-exp", "e" * 500], ["''", "' '", "e" * 501]),
+    # {db}: the example's store. Every secret is SECRET: it must show nowhere (check_example).
+    "tracking.uri": (["sqlite:///{db}", "{db}"],
+                     ["sqlite://", "sqlite:///:memory:", ":memory:", "postgresql://u:"
+                      f"{SECRET}@h/db", f"foo://u:{SECRET}@bar", f"http://u:{SECRET}@127.0.0.1:9",
+                      f"https://{SECRET}@127.0.0.1:9/x"]),
+    # A key of the user's own (Hydra's +): a URI with credentials, recorded as a param.
+    "+note": ([f"postgresql+psycopg2://bob:{SECRET}@db.example/x",
+               f"http://u:{SECRET}@h:1/p", f"'s3://b/k?token={SECRET}'"], []),
 }
 GROUPS = {"dataset", "model", "optimizer", "tracking"}
 
@@ -70,6 +81,7 @@ def overrides(draw) -> list[tuple[str, str]]:
     for key in ["epochs", *keys]:
         valid, invalid = VALUES[key]
         bad = draw(st.booleans()) if key != "epochs" else draw(st.integers(0, 4)) == 0
+        bad = bad and bool(invalid)
         chosen.append((key, draw(st.sampled_from(invalid if bad else valid))))
     if "figures" not in keys:
         chosen.append(("figures", "false"))  # figures take a second or two
@@ -122,14 +134,19 @@ def check_example(chosen: list[tuple[str, str]], runner) -> None:
     with tempfile.TemporaryDirectory(prefix="prop-") as tmp:
         folder = Path(tmp)
         db = folder / "store" / "mlflow.db"
-        args = [f"{k}={v}" for k, v in chosen] + [
-            "progress=false", f"tracking.uri=sqlite:///{db}",
-            f"hydra.run.dir={folder / 'run'}"]
+        args = [f"{k}={v.format(db=db)}" for k, v in chosen] + [
+            "progress=false", f"hydra.run.dir={folder / 'run'}"]
+        if "tracking.uri" not in dict(chosen):
+            args.append(f"tracking.uri=sqlite:///{db}")
         if ("progress", "sometimes") in chosen:
             args.remove("progress=false")
         code, output = runner(args) if runner is run_in_process else runner(args, folder)
         context = f"train.py {' '.join(args)}\nexit {code}\n{output[-3000:]}"
         assert "Traceback" not in output, context
+        # No secret in anything printed, stored or saved (tracking/secrets.py).
+        assert SECRET not in output, context
+        for path in folder.rglob("*"):
+            assert not path.is_file() or SECRET.encode() not in path.read_bytes(), (path, context)
         runs = store_runs(db)
         assert all(status != "RUNNING" for status, _ in runs), context
         if code == 0:

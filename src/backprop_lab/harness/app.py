@@ -95,9 +95,21 @@ def _train_and_track(cfg: DictConfig) -> dict:
         return finish(ctx, job_summary(ctx, cfg, Ending(outcome, reason), None,
                                        time.perf_counter() - tic, None))
 
+    _mask_hydra_files(ctx)
     signame = _stopped_before_start(ctx)
     if signame is not None:
         return without_run("killed", f"not started: the sweep was stopped by {signame}")
+    if ctx.multirun:
+        from backprop_lab.harness import resume
+
+        earlier = resume.done_earlier(ctx.overrides)
+        if earlier is not None:  # a resumed sweep: this job was done earlier
+            summary = job_summary(ctx, cfg, Ending(earlier["outcome"]), earlier["run_id"], 0.0,
+                                  None)
+            summary |= {k: v for k, v in resume.skipped_summary(earlier).items()
+                        if v is not None}
+            summary["skipped"] = "done earlier"
+            return finish(ctx, summary)
     try:
         built = build(cfg)
     except (ConfigError, ValueError) as exc:
@@ -130,6 +142,11 @@ def _train_and_track(cfg: DictConfig) -> dict:
     if pruning is not None:
         callbacks.append(pruning)
     holder = _HistoryHolder()
+    from backprop_lab.contract import HISTORY_FILE
+    from backprop_lab.harness.history_log import HistoryLog
+
+    history_log = HistoryLog(ctx.output_dir / HISTORY_FILE)
+    callbacks.insert(0, history_log)  # the job's own record, before the store's
     ending, result, error, interrupted = Ending("failed"), None, None, None
     try:
         with stopping.interruptible(), threadpool_limits(limits=cfg.threads):
@@ -161,7 +178,8 @@ def _train_and_track(cfg: DictConfig) -> dict:
     with stopping.deferred():
         if heartbeat is not None:
             heartbeat.stop()
-        kept = wrap_up(cfg, ctx, built, ending, tracker, figures=figures)
+        kept = wrap_up(cfg, ctx, built, ending, tracker, figures=figures,
+                       history_log=history_log)
         run_id = tracker.run_id if tracker else None
         summary = finish(ctx, job_summary(ctx, cfg, ending, run_id, time.perf_counter() - tic,
                                           built.net.n_layers))
@@ -219,12 +237,16 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built,
     params = flatten(to_plain(cfg)) | derived_params(built)
     tags = {
         ROLE_TAG: "job",
-        "hydra.overrides": " ".join(ctx.overrides),
+        "hydra.overrides": " ".join(ctx.overrides),  # masked by the store (secrets.py)
         **{f"choice.{k}": v for k, v in ctx.choices.items()},
         **tracking.git_tags(),
         OUTPUT_DIR_TAG: str(ctx.output_dir),
         **extra_tags,
     }
+    if ctx.multirun:
+        from backprop_lab.harness.resume import JOB_KEY_TAG, job_key
+
+        tags[JOB_KEY_TAG] = job_key(ctx.overrides)
     run_id = tracking.create_run(uri, experiment_id, ctx.run_name, params=params, tags=tags,
                                  parent_run_id=ctx.parent_run_id)
     return tracking.RunTracker(tracking.open_store(uri), run_id,
@@ -232,8 +254,26 @@ def _start_tracking(cfg: DictConfig, ctx: JobContext, built: Built,
                                log10=list(cfg.tracking.log10))
 
 
+def _mask_hydra_files(ctx: JobContext) -> None:
+    """The job's .hydra/*.yaml (and its sweep's multirun.yaml), which Hydra wrote before the
+    job started, with credentials masked (tracking/secrets.py): they are logged as artifacts."""
+    from backprop_lab.tracking.secrets import mask_file, mask_files
+
+    mask_files(ctx.output_dir / ".hydra")
+    if ctx.multirun:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            from pathlib import Path
+
+            mask_file(Path(HydraConfig.get().sweep.dir) / "multirun.yaml")
+
+
 def task(cfg: DictConfig) -> dict:
     """Hydra's task function (module level, so launcher workers can import it)."""
+    from backprop_lab.tracking.secrets import install_output_masking
+
+    install_output_masking()  # a launcher's worker process: its output too
     return train_and_track(cfg)
 
 
@@ -248,7 +288,9 @@ def main() -> None:
         "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
         category=UserWarning)
     from backprop_lab.harness.sweep_configs import mode_composition_reused
+    from backprop_lab.tracking.secrets import install_output_masking
 
+    install_output_masking()  # no password or token in anything printed or logged
     register_configs()
     stopping.install(raising=True)
     try:

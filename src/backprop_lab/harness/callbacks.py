@@ -39,7 +39,9 @@ from backprop_lab.harness.job_context import (
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"Error: {message}\n")
+    from backprop_lab.tracking.secrets import mask
+
+    sys.stderr.write(f"Error: {mask(message)}\n")
     sys.stderr.flush()
     raise SystemExit(1)
 
@@ -172,6 +174,9 @@ class TrackingCallback(Callback):
         os.environ[ENV_LAUNCHER_PID] = str(os.getpid())
         cfg = task_config(config)
         check_job(cfg)
+        if cfg.get("resume") is not None:
+            _fail(f"resume={cfg.resume} is for grid sweeps: add -m (a single run has nothing "
+                  "to resume)")
         self._preflight(config, cfg)
         if cfg.tracking.enabled:
             self._prepare_store(cfg, config.hydra.runtime.cwd)
@@ -202,6 +207,16 @@ class TrackingCallback(Callback):
         for num, cfg in enumerate(job_cfgs):
             check_job(cfg, f"job {num} ({' '.join(jobs[num])}): " if jobs else "")
         self._preflight(config, job_cfgs[0])
+        from backprop_lab.harness.sweep_folder import SweepFolderError, prepare_sweep_folder
+
+        try:  # before the parent run exists: a folder that cannot be made is one line
+            prepare_sweep_folder(Path(config.hydra.sweep.dir))
+        except SweepFolderError as exc:
+            _fail(str(exc))
+        resume_value = job_cfgs[0].get("resume")
+        if resume_value is not None and (self.search or expanded is None):
+            _fail(f"resume={resume_value} is for grid sweeps (the basic sweeper); an Optuna "
+                  "search resumes through its study")
         self.n_jobs = 0 if self.search else len(jobs)  # a search's trials: known as it runs
         self.sweep_id = uuid.uuid4().hex
         os.environ[ENV_SWEEP_ID] = self.sweep_id
@@ -221,6 +236,9 @@ class TrackingCallback(Callback):
         from backprop_lab import tracking
 
         experiment_id = self._prepare_store(first, config.hydra.runtime.cwd)
+        if resume_value is not None:
+            self._resume(config, experiment_id, resume_value, jobs)
+            return
         choices = config.hydra.runtime.choices
         experiment = choices.get("experiment")
         cli = list(config.hydra.overrides.task)
@@ -235,7 +253,14 @@ class TrackingCallback(Callback):
             **{f"choice.{k}": str(v) for k, v in choices.items() if k in GROUPS and v},
             **tracking.git_tags(),
         }
+        if jobs and not self.search:  # what a later resume=... compares (harness/resume.py)
+            from backprop_lab.harness import resume
+
+            keys = [resume.job_key(job) for job in jobs]
+            tags |= resume.parent_tags(keys)
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
+        if jobs and not self.search:
+            resume.write_sweep_file(Path(config.hydra.sweep.dir), self.parent_run_id, keys)
         # A search's trials are not one study to compare; log_artifacts=false logs no files.
         if not self.search and first.tracking.log_artifacts:
             from backprop_lab.harness.page_worker import PageWorker
@@ -246,6 +271,28 @@ class TrackingCallback(Callback):
         os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
         atexit.register(self._end_parent_if_open)
         print(f"MLflow parent run {self.parent_run_id} ({name}) in {self.uri}", flush=True)
+
+    def _resume(self, config: DictConfig, experiment_id: str, value: str,
+                jobs: list[list[str]]) -> None:
+        """Reopen the earlier sweep's parent run; its done jobs are skipped (resume.py)."""
+        from backprop_lab import tracking
+        from backprop_lab.harness import resume
+
+        try:
+            plan = resume.plan(self.uri, experiment_id, value, jobs,
+                               Path(config.hydra.runtime.cwd))
+        except resume.ResumeError as exc:
+            _fail(str(exc))
+        resume.reopen(self.uri, plan.parent_run_id)
+        self.parent_run_id = plan.parent_run_id
+        resume.write_sweep_file(Path(config.hydra.sweep.dir), plan.parent_run_id,
+                                [resume.job_key(job) for job in jobs], resumed=True)
+        _HEARTBEATS[self.parent_run_id] = tracking.start_heartbeat(self.uri, self.parent_run_id)
+        self.experiment_id, self.title = experiment_id, plan.parent_name
+        os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
+        os.environ[resume.ENV_DONE] = json.dumps(plan.done)
+        atexit.register(self._end_parent_if_open)
+        print("\n".join(plan.lines()), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from backprop_lab.harness.progress import runs_table
@@ -274,6 +321,10 @@ class TrackingCallback(Callback):
         signame = stopping.received()
         if summaries:
             write_runs_csv(summaries, sweep_dir / "runs.csv")
+        from backprop_lab.tracking.secrets import mask_file
+
+        for name in ("runs.csv", "multirun.yaml"):  # logged on the parent: no credentials
+            mask_file(sweep_dir / name)
         if self.parent_run_id:
             from backprop_lab.tracking import ArtifactSpec, end_run, open_store
 
@@ -305,7 +356,7 @@ class TrackingCallback(Callback):
         if self.sweep_id:
             stopping.stop_file(sweep_dir, self.sweep_id).unlink(missing_ok=True)
         stopping.clear_callbacks()
-        for key in (ENV_SWEEP_ID, ENV_PARENT_RUN_ID, ENV_SWEPT_KEYS):
+        for key in (ENV_SWEEP_ID, ENV_PARENT_RUN_ID, ENV_SWEPT_KEYS, "BACKPROP_LAB_RESUME_DONE"):
             os.environ.pop(key, None)
         if problems:
             lines = [f"  {s['run_name']}: {s['outcome']} ({s.get('failure_reason')})"
@@ -381,6 +432,17 @@ class TrackingCallback(Callback):
 
         uri = None
         if cfg.tracking.enabled:
+            from backprop_lab.tracking.secrets import register_uri
+            from backprop_lab.tracking.uris import check_tracking_uri
+
+            source = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
+            raw = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+            register_uri(raw)
+            try:
+                if raw:
+                    check_tracking_uri(raw, source)
+            except ValueError as exc:
+                _fail(str(exc))
             uri = tracking.resolve_tracking_uri(cfg.tracking.uri, config.hydra.runtime.cwd)
         try:
             preflight(config, uri)

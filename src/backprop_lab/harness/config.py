@@ -15,6 +15,7 @@ working directory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -143,6 +144,10 @@ class Config:
     # into the sweep's folder and its parent run's artifacts (report/), linked from the
     # parent's description.
     report: bool = False
+    # Grid sweeps: rerun only the jobs an earlier sweep did not finish, as children of its
+    # parent run (harness/resume.py). true: the experiment's latest sweep; or its parent run id,
+    # or its sweep folder. null: a new sweep.
+    resume: str | None = None
 
 
 # Schemas live under schema/ (not in the groups themselves, so `--help` and Hydra's "available
@@ -174,6 +179,8 @@ def register_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> None:
 
 #: Deeper than any study here; the list of widths is built before the engine sees it.
 MAX_DEPTH = 10_000
+#: The largest dataset.noise (a standard deviation, against data of scale about 1).
+MAX_NOISE = 1000.0
 
 
 class ConfigError(ValueError):
@@ -223,6 +230,21 @@ def validate(cfg: DictConfig) -> None:
         )
         if not ok
     ]
+    noise = cfg.dataset.get("noise")
+    if noise is not None and not (math.isfinite(noise) and noise <= MAX_NOISE):  # < 0: engine
+        errors.append(f"dataset.noise={noise}: must be a finite number from 0 to {MAX_NOISE:g} "
+                      "(the data's scale is about 1: far above it the classes are pure noise, "
+                      "and standardizing overflows)")
+    if cfg.tracking.enabled:
+        from backprop_lab.tracking.uris import check_experiment_name, check_tracking_uri
+
+        for check, value in ((check_experiment_name, cfg.tracking.experiment),
+                             (check_tracking_uri, cfg.tracking.uri)):
+            try:
+                if value is not None or check is check_experiment_name:
+                    check(value)
+            except ValueError as exc:
+                errors.append(str(exc))
     if errors:
         raise ConfigError("; ".join(errors))
 

@@ -23,6 +23,7 @@ from backprop_lab.harness.build import Built
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import grad_ratio, summary_line
 from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
+from backprop_lab.tracking.secrets import mask
 
 if TYPE_CHECKING:
     from backprop_lab.engine.diagnostics import Histogram
@@ -38,6 +39,10 @@ class Ending:
     reason: str | None = None
     history: History | None = None
     histograms: list[Histogram] = field(default_factory=list)
+    # How training itself ended, before a store failure made a finished run "failed": what
+    # tracking/restore.py marks the run with once it has put the missing epochs back.
+    training_outcome: str | None = None
+    training_reason: str | None = None
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -49,10 +54,12 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "sweep_id": ctx.sweep_id,
         "job_num": ctx.job_num,
         "run_name": ctx.run_name,
-        "overrides": ctx.overrides,
+        "overrides": [mask(o) for o in ctx.overrides],
         "activation": cfg.activation.name,
         "outcome": outcome,
-        "failure_reason": reason,
+        "failure_reason": mask(reason),
+        "training_outcome": ending.training_outcome or outcome,
+        "training_reason": mask(ending.training_reason if ending.training_outcome else reason),
         "run_id": run_id,
         "epochs_run": max(0, (history.n_rows - 1) if history is not None else 0),
         "seconds": seconds,
@@ -126,7 +133,7 @@ def _gradient_flow(cfg: DictConfig, ctx: JobContext, built: Built, ending: Endin
 
 
 def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
-             tracker: RunTracker | None, *, figures: bool) -> str:
+             tracker: RunTracker | None, *, figures: bool, history_log=None) -> str:
     """Flush metrics first (the most valuable), then outputs and artifacts, then the status.
 
     A store that fails on the way (full disk, read-only, a server gone) does not stop the rest:
@@ -135,6 +142,9 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     """
     history = ending.history
     rows = history.n_rows if history is not None else 0
+    # The job's own record first: the rows history_log.py has not appended yet.
+    history_written = history_log is not None and history_log.close()
+    ending.training_outcome, ending.training_reason = ending.outcome, ending.reason
     store_error: Exception | None = None
     if tracker is not None:
         try:
@@ -149,7 +159,7 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     saved = True
     try:
         save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
-                     figures=figures, title=ctx.run_name)
+                     figures=figures, title=ctx.run_name, write_history=not history_written)
     except Exception as exc:
         saved = False
         _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
@@ -174,7 +184,8 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     if store_error is not None:
         from backprop_lab.tracking.store import store_problem
 
-        problem = f"the MLflow store failed: {store_problem(store_error, created=True)}"
+        problem = (f"the MLflow store failed: {store_problem(store_error, created=True)}; "
+                   f"restore later: python -m backprop_lab.tracking.restore {tracker.run_id}")
         if outcome == "finished":
             outcome, reason = "failed", problem
         else:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from backprop_lab.tracking.secrets import mask
+
 ENV_SWEEP_ID = "BACKPROP_LAB_SWEEP_ID"
 ENV_PARENT_RUN_ID = "BACKPROP_LAB_PARENT_RUN_ID"
 ENV_SWEPT_KEYS = "BACKPROP_LAB_SWEPT_KEYS"
@@ -22,7 +24,7 @@ ENV_LAUNCHER_PID = "BACKPROP_LAB_LAUNCHER_PID"
 
 GROUPS = ("dataset", "model", "optimizer", "tracking", "experiment")
 # Keys that say how a run is recorded or shown, not what it trains: left out of run names.
-NOT_IN_NAMES = ("hydra", "tracking", "progress", "figures", "threads", "experiment")
+NOT_IN_NAMES = ("hydra", "tracking", "progress", "figures", "threads", "experiment", "resume")
 
 
 def split_override(override: str) -> tuple[str, str]:
@@ -53,7 +55,7 @@ def run_name(overrides: list[str], keys: list[str] | None = None, fallback: str 
     if keys is None:
         keys = [k for k in pairs if k.split(".")[0] not in NOT_IN_NAMES]
     parts = [_short(k, pairs[k]) for k in keys if k in pairs]
-    return "-".join(parts) or fallback
+    return mask("-".join(parts)) or fallback
 
 
 @dataclass

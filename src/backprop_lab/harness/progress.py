@@ -93,6 +93,8 @@ def summary_line(summary: Mapping[str, Any]) -> str:
         parts.append(f"grad L1/L{s.get('n_layers', 'L')} {_fmt(s['grad_ratio'], '.3g')}")
     if s.get("failure_reason"):
         parts.append(s["failure_reason"])
+    if s.get("skipped"):  # a resumed sweep's job done earlier (harness/resume.py)
+        parts.append(f"skipped: {s['skipped']}")
     if s.get("run_id"):
         parts.append(f"mlflow run {s['run_id']}")
     return " | ".join(parts)

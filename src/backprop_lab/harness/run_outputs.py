@@ -42,14 +42,18 @@ def write_history_csv(history, path: Path) -> None:
 
 
 def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Path,
-                 *, figures: bool, title: str) -> None:
-    """config.yaml, weights.npz, history.csv, histograms.npz and figures/ into ``folder``."""
+                 *, figures: bool, title: str, write_history: bool = True) -> None:
+    """config.yaml (credentials masked), weights.npz, history.csv (unless ``write_history`` is
+    false: harness/history_log.py wrote it as training went), histograms.npz and figures/ into
+    ``folder``."""
+    from backprop_lab.tracking.secrets import mask_tree
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(to_plain(cfg)))
+    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(mask_tree(to_plain(cfg))))
     arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
     arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
     np.savez(folder / WEIGHTS_FILE, sizes=np.array(net.sizes), **arrays)
-    if history is not None and history.n_rows:
+    if write_history and history is not None and history.n_rows:
         write_history_csv(history, folder / HISTORY_FILE)
     if histograms:
         np.savez_compressed(

@@ -23,6 +23,9 @@ alive is marked. The mark is ``FAILED`` with ``backprop_lab.outcome=failed`` and
 the job's folder (tag ``backprop_lab.output_dir``) holds a summary.json for the run: then the
 job ended but could not tell the store (a server gone, a full disk), and its own outcome and
 reason are recorded (KILLED by SIGTERM, FAILED because the store failed, ...).
+
+For each orphan whose job folder holds a history.csv, the check offers the command that puts
+the epochs the store missed back into the run (tracking/restore.py).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from backprop_lab.contract import (
     telemetry_off,
 )
 from backprop_lab.tracking.heartbeat import DEFAULT_SECONDS, process_start
+from backprop_lab.tracking.restore import hint as restore_hint
 
 STALE_BEATS = 10  # a process on another host is gone after this many missed beats
 
@@ -168,6 +172,9 @@ def repair_on_open(backend, experiment_id: str, out=sys.stdout) -> list[Verdict]
         if verdict.state == ORPHANED:
             out.write(f"Marked run {verdict.run.run_id} ({verdict.run.name}) "
                       f"{verdict.status}: {verdict.reason}\n")
+            offer = restore_hint(verdict.run.run_id, verdict.run.output_dir)
+            if offer:
+                out.write(f"  {offer}\n")
     return verdicts
 
 
@@ -204,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         mark = (f" -> marked {verdict.status}" if args.repair and verdict.state == ORPHANED
                 else "")
         print(f"{run.run_id}  {verdict.state:<8}  {run.name}: {verdict.reason}{mark}")
+        offer = restore_hint(run.run_id, run.output_dir) if verdict.state == ORPHANED else None
+        if offer:
+            print(f"  {offer}")
     orphans = sum(v.state == ORPHANED for v in verdicts)
     if orphans and not args.repair:
         print(f"{orphans} orphaned run(s): run again with --repair to mark them FAILED.")

@@ -39,6 +39,18 @@ MLFLOW_AUTH_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFL
                    "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
 
 
+def basic_auth_header(uri: str) -> str | None:
+    """The ``Authorization`` header of an ``http://user:pw@host`` URI (None: no user info)."""
+    import base64
+
+    from backprop_lab.tracking.secrets import credentials
+
+    found = credentials(uri)
+    if found is None:
+        return None
+    return "Basic " + base64.b64encode(":".join(found).encode()).decode()
+
+
 class RestError(RuntimeError):
     """An MLflow server answered with an error."""
 
@@ -65,6 +77,8 @@ class RestBackend:
         self._pending: list[Future] = []
         self._artifact_uris: dict[str, str] = {}
         self._fallback = None  # MlflowBackend, made when first needed
+        # http://user:pw@host: basic auth, as MLflow's client (requests) sends it.
+        self._auth = basic_auth_header(uri)
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -77,6 +91,8 @@ class RestBackend:
     def _send(self, method: str, path: str, body: bytes | None = None,
               content_type: str = "application/json") -> tuple[int, bytes]:
         headers = {"Content-Type": content_type} if body is not None else {}
+        if self._auth:
+            headers["Authorization"] = self._auth
         for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
             connection = self._connection()
             try:

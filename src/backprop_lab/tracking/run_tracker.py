@@ -75,7 +75,8 @@ class RunTracker:
         sys.stderr.write(
             f"\nwarning: the MLflow store {self.backend.uri} failed near epoch {row} "
             f"({type(error).__name__}: {error}); training goes on without logging to it, the "
-            "job's history.csv keeps every epoch\n")
+            "job's history.csv keeps every epoch (put them back later: python -m "
+            f"backprop_lab.tracking.restore {self.run_id})\n")
         sys.stderr.flush()
 
     # -- writing --------------------------------------------------------------------------------

@@ -11,11 +11,22 @@ Everything lives in one folder (default ``<repo>/.tracking-server``, ``--dir`` e
     pg/postgres.log     its log
     artifacts/          the artifact store, served over HTTP (``--serve-artifacts``)
     logs/server.log     the MLflow server's log
-    credentials         the database password (mode 0600; generated on first start)
-    server.json         what is running: addresses, process ids (mode 0600)
+    credentials         the password of the cluster's owner (generated on first start)
+    pgpass              the MLflow server's database login, in libpq's password-file format
+    server.json         what is running: addresses, process ids
+
+Everything is private to the user who starts it: the folder and whatever the script or the
+MLflow server creates in it are made under umask 077 (files 0600, folders 0700; the top folder
+0711 when PostgreSQL runs as user postgres, which must pass through it to reach pg/).
 
 PostgreSQL listens on 127.0.0.1 only (a port of its own, chosen once and kept), with password
-authentication and no Unix socket; only the MLflow server talks to it. The MLflow server binds
+authentication and no Unix socket; only the MLflow server talks to it, as the user
+``mlflow_app``: it owns the database ``mlflow`` and nothing else (no superuser, no CREATEDB or
+CREATEROLE, no CONNECT to other databases), and may set ``session_replication_role`` (granted
+on PostgreSQL 15 and later: the bulk metric path's one skipped foreign-key check,
+server_store.py). Its password reaches the server through ``PGPASSFILE``, never in the backend
+URI, so MLflow's start-up lines and the process list hold none; the owner's password (in
+``credentials``) is used only by this module to set the database up. The MLflow server binds
 to 127.0.0.1 unless ``--host`` says otherwise; a team on a shared host uses ``--host 0.0.0.0``
 and ``--allowed-hosts`` (see the README). Stopping keeps the data: the next start finds it.
 
@@ -47,9 +58,12 @@ DEFAULT_DIR = REPO_ROOT / ".tracking-server"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5050
 DB_NAME = "mlflow"
-DB_USER = "mlflow"
+DB_USER = "mlflow"  # the cluster's owner (a superuser): set-up only
+APP_USER = "mlflow_app"  # what the MLflow server connects as (see the module docstring)
 STATE_FILE = "server.json"
 CREDENTIALS_FILE = "credentials"
+PGPASS_FILE = "pgpass"
+PRIVATE = 0o077  # the umask of everything the server's folder holds
 
 
 class ServerError(RuntimeError):
@@ -63,26 +77,49 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
     """Raise :class:`ServerError` with a clear message if an http(s) tracking URI does not answer.
 
     Other URIs (SQLite, file paths, databases) are left alone. One GET of ``<uri>/health`` with a
-    short timeout: any HTTP answer below 500 counts as reachable (servers behind a proxy or with
-    authentication may answer 401/404 there); a refused connection, a timeout or a 5xx does not.
+    short timeout, with the credentials MLflow's client would send: the URI's
+    ``user:password@`` or ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` as basic auth,
+    ``MLFLOW_TRACKING_TOKEN`` as a bearer token. Any HTTP answer below 500 counts as reachable
+    (servers behind a proxy or with authentication may answer 401/404 there); a refused
+    connection, a timeout or a 5xx does not. Messages show the URI with its credentials masked.
     """
     if urlparse(uri).scheme not in ("http", "https"):
         return
-    url = uri.rstrip("/") + "/health"
+    from backprop_lab.tracking.secrets import mask, without_credentials
+
+    shown = mask(uri)
+    url = without_credentials(uri).rstrip("/") + "/health"
     hint = ("Start it (`make server-start`, or `python scripts/tracking_server.py start`), "
             "or point tracking.uri / MLFLOW_TRACKING_URI at a running server.")
+    request = urllib.request.Request(url, headers=auth_headers(uri))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ServerError(f"The MLflow tracking server {uri} is not reachable ({reason}). "
-                          + hint) from None
+        raise ServerError(f"The MLflow tracking server {shown} is not reachable "
+                          f"({mask(str(reason))}). " + hint) from None
     if status >= 500:
-        raise ServerError(f"The MLflow tracking server {uri} answered {url} with HTTP {status} "
-                          f"(not healthy). {hint}")
+        raise ServerError(f"The MLflow tracking server {shown} answered "
+                          f"{mask(url)} with HTTP {status} (not healthy). {hint}")
+
+
+def auth_headers(uri: str, environ=os.environ) -> dict[str, str]:
+    """The Authorization header MLflow's client sends to ``uri`` (none: {})."""
+    import base64
+
+    from backprop_lab.tracking.secrets import credentials
+
+    found = credentials(uri)
+    if found is None and environ.get("MLFLOW_TRACKING_USERNAME"):
+        found = (environ["MLFLOW_TRACKING_USERNAME"], environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    if found is not None:
+        return {"Authorization": "Basic " + base64.b64encode(":".join(found).encode()).decode()}
+    if environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}"}
+    return {}
 
 
 # -- the server's folder and state -------------------------------------------------------------
@@ -243,13 +280,15 @@ def _pg_env() -> dict:
 
 
 def _run_pg(state: ServerState, program: str, *args: str, password: str | None = None,
-            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+            check: bool = True, timeout: float = 120,
+            stdin: str | None = None) -> subprocess.CompletedProcess:
     kwargs = _pg_user_kwargs()
     env = kwargs.pop("env", _pg_env())
     if password is not None:
         env["PGPASSWORD"] = password
     result = subprocess.run([str(Path(state.pg_bin) / program), *args], env=env, cwd="/",
-                            capture_output=True, text=True, timeout=timeout, **kwargs)
+                            capture_output=True, text=True, timeout=timeout, input=stdin,
+                            **kwargs)
     if check and result.returncode != 0:
         raise ServerError(f"{program} {' '.join(args)} failed (exit {result.returncode}):\n"
                           f"{result.stdout}{result.stderr}".rstrip())
@@ -276,13 +315,78 @@ def _prepare_pg_folder(state: ServerState) -> None:
 
 
 def _password(state: ServerState) -> str:
+    """The cluster owner's password (made on first start, kept in ``credentials``, 0600)."""
     path = state.root / CREDENTIALS_FILE
     if path.exists():
+        path.chmod(0o600)
         return path.read_text().strip()
     password = secrets.token_urlsafe(24)
-    path.touch(mode=0o600)
-    path.write_text(password + "\n")
+    _write_private(path, password + "\n")
     return password
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only its owner can read, never readable by others on the way."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def app_password(state: ServerState) -> str:
+    """The MLflow server's database password, from (or made into) its pgpass file."""
+    path = state.root / PGPASS_FILE
+    if path.exists():
+        path.chmod(0o600)
+        for line in path.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 5 and fields[3] == APP_USER:
+                return fields[4]
+    password = secrets.token_urlsafe(24)
+    # host:port:database:user:password; any port, so a changed --pg-port keeps working.
+    _write_private(path, f"127.0.0.1:*:{DB_NAME}:{APP_USER}:{password}\n")
+    return password
+
+
+def _setup_sql(app_pw: str, version: int) -> str:
+    """The app user and its rights (idempotent: run at every start)."""
+    grant_set = (f"GRANT SET ON PARAMETER session_replication_role TO {APP_USER};"
+                 if version >= 150000 else "")
+    return f"""
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_USER}') THEN
+    CREATE ROLE {APP_USER};
+  END IF;
+END $$;
+ALTER ROLE {APP_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+  NOBYPASSRLS PASSWORD '{app_pw}';
+REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC;
+{grant_set}
+"""
+
+
+# Run in the database mlflow: the app user owns it, its schema's objects (tables made by an
+# older version as the cluster's owner included) and nothing else.
+OWN_DATABASE_SQL = f"""
+ALTER DATABASE {DB_NAME} OWNER TO {APP_USER};
+REVOKE ALL ON DATABASE {DB_NAME} FROM PUBLIC;
+DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n
+           ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+           AND c.relkind IN ('r', 'S', 'v', 'm', 'p')
+           AND pg_get_userbyid(c.relowner) <> '{APP_USER}' LOOP
+    EXECUTE format('ALTER %s public.%I OWNER TO {APP_USER}',
+                   CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                                  WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+                   r.relname);
+  END LOOP;
+  FOR r IN SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE n.nspname = 'public' AND t.typtype = 'e'
+           AND pg_get_userbyid(t.typowner) <> '{APP_USER}' LOOP
+    EXECUTE format('ALTER TYPE public.%I OWNER TO {APP_USER}', r.typname);
+  END LOOP;
+END $$;
+"""
 
 
 def _initdb(state: ServerState, password: str) -> None:
@@ -321,12 +425,19 @@ def start_postgres(state: ServerState, password: str) -> None:
                "-c unix_socket_directories='' -c max_connections=100")
     _run_pg(state, "pg_ctl", "start", "-D", str(state.pg_data), "-l", str(state.pg_log),
             "-w", "-t", "60", "-o", options)
-    exists = _run_pg(state, "psql", "-h", "127.0.0.1", "-p", str(state.pg_port), "-U", DB_USER,
-                     "-d", "postgres", "-tAc",
-                     f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'", password=password)
-    if exists.stdout.strip() != "1":
+    psql = ("psql", "-h", "127.0.0.1", "-p", str(state.pg_port), "-U", DB_USER, "-v",
+            "ON_ERROR_STOP=1", "-tA")
+    found = _run_pg(state, *psql, "-d", "postgres", "-c",
+                    f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'", "-c",
+                    "SHOW server_version_num", password=password).stdout.split()
+    version = int(found[-1])
+    # The app user's password goes through stdin: never on a command line.
+    _run_pg(state, *psql, "-d", "postgres", "-f", "-", password=password,
+            stdin=_setup_sql(app_password(state), version))
+    if found[0] != "1":
         _run_pg(state, "createdb", "-h", "127.0.0.1", "-p", str(state.pg_port), "-U", DB_USER,
-                DB_NAME, password=password)
+                "-O", APP_USER, DB_NAME, password=password)
+    _run_pg(state, *psql, "-d", DB_NAME, "-f", "-", password=password, stdin=OWN_DATABASE_SQL)
 
 
 def stop_postgres(state: ServerState) -> bool:
@@ -339,12 +450,29 @@ def stop_postgres(state: ServerState) -> bool:
 # -- the MLflow server ---------------------------------------------------------------------------
 
 
-def backend_store_uri(state: ServerState, password: str) -> str:
+def backend_store_uri(state: ServerState) -> str:
+    """The MLflow server's backend URI: the app user, without a password (libpq reads it from
+    the file ``PGPASSFILE`` names: :func:`server_environment`)."""
     # postgresql:// means psycopg 3 to SQLAlchemy 2.1; psycopg2-binary is what the extra installs.
     # The backprop-lab+ prefix selects MLflow's SQL store with bulk metric inserts
     # (backprop_lab.tracking.server_store, registered through MLflow's entry points).
-    return (f"backprop-lab+postgresql+psycopg2://{DB_USER}:{password}@127.0.0.1:"
-            f"{state.pg_port}/{DB_NAME}")
+    return f"backprop-lab+postgresql+psycopg2://{APP_USER}@127.0.0.1:{state.pg_port}/{DB_NAME}"
+
+
+def owner_uri(state: ServerState) -> str:
+    """The cluster owner's database URI (a superuser: for set-up and tests, never the server)."""
+    return (f"postgresql+psycopg2://{DB_USER}:{_password(state)}@127.0.0.1:{state.pg_port}/"
+            f"{DB_NAME}")
+
+
+def server_environment(state: ServerState) -> dict[str, str]:
+    """The MLflow server's environment: telemetry off unless the caller opted in, the backend
+    URI (not on its command line), the password file, no PG* of the caller's."""
+    env = {**TELEMETRY_OFF, **{k: v for k, v in os.environ.items() if not k.startswith("PG")}}
+    env["MLFLOW_BACKEND_STORE_URI"] = backend_store_uri(state)
+    env["PGPASSFILE"] = str(state.root / PGPASS_FILE)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
 
 
 def _health(uri: str, timeout: float = 2.0) -> bool:
@@ -391,9 +519,32 @@ def start(
             return previous
         raise ServerError(f"An MLflow server (pid {previous.pid}) from {root} is running but "
                           f"does not answer on {previous.uri}; stop it first.")
+    old_umask = os.umask(PRIVATE)
+    try:
+        return _start(root, previous, host=host, port=port, pg_port=pg_port, workers=workers,
+                      allowed_hosts=allowed_hosts, extra_args=extra_args, pg_bin=pg_bin,
+                      timeout=timeout)
+    finally:
+        os.umask(old_umask)
+
+
+def make_private(root: Path) -> None:
+    """The server's folder and what it holds, readable by its owner only (see the module
+    docstring); files made by an older version are narrowed too."""
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711 if _as_root() else 0o700)
     for sub in ("artifacts", "logs"):
         (root / sub).mkdir(exist_ok=True)
+        (root / sub).chmod(0o700)
+    for name in (CREDENTIALS_FILE, PGPASS_FILE, STATE_FILE, "logs/server.log"):
+        if (root / name).exists():
+            (root / name).chmod(0o600)
+
+
+def _start(root: Path, previous: ServerState | None, *, host: str, port: int,
+           pg_port: int | None, workers: int, allowed_hosts: str | None,
+           extra_args: list[str] | None, pg_bin: str | None, timeout: float) -> ServerState:
+    make_private(root)
     state = ServerState(dir=str(root), host=host, port=port, extra_args=list(extra_args or []),
                         pg_bin=str(find_pg_bin(pg_bin)))
     state.pg_port = pg_port or (previous.pg_port if previous and previous.pg_port else 0)
@@ -420,13 +571,11 @@ def start(
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
     command += state.extra_args
-    env = {**TELEMETRY_OFF, **os.environ}  # telemetry off unless the caller opted in
-    env["MLFLOW_BACKEND_STORE_URI"] = backend_store_uri(state, password)  # not on the cmdline
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = server_environment(state)
     with open(state.server_log, "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
+                                start_new_session=True, umask=PRIVATE)
     state.pid = proc.pid
     state.started = time.time()
     state.save()

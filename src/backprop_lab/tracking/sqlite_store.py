@@ -81,6 +81,87 @@ class UnreadableStore(RuntimeError):
     """The store's file is not an SQLite database (corrupted, truncated, or another file)."""
 
 
+class DamagedStore(UnreadableStore):
+    """The store's pages fail SQLite's ``PRAGMA quick_check``: writing would damage it more."""
+
+
+#: Set by the process that checked a store (its path), so the processes it starts (a joblib
+#: or Ray sweep's workers) do not read the whole file again.
+CHECKED_ENV = "BACKPROP_LAB_STORE_CHECKED"
+
+
+#: Stores up to this size get SQLite's whole-file quick_check when a command opens them.
+FULL_CHECK_BYTES = 64 * 2**20
+#: The tables whose pages the open-time check of a larger store skips: ``metrics`` is nearly
+#: all of a store's size; its pages are checked by SQLite as writes reach them
+#: (:func:`damage_report`).
+BIG_TABLES = ("metrics",)
+
+
+def _damage(path: Path, found: list[str]) -> DamagedStore:
+    problems = "; ".join(found).replace("\n", "; ")[:300]
+    return DamagedStore(
+        f"{path} is damaged (SQLite's quick_check: {problems}); nothing more was written to "
+        "it. Recover what it holds into a new file and point tracking.uri at that: sqlite3 "
+        f"{path} .recover | sqlite3 {path.with_name('recovered.db')} (the sqlite3 shell), or "
+        "go back to a backup; keep the damaged file until then")
+
+
+def quick_check(con: sqlite3.Connection, tables: Sequence[str] | None = None) -> list[str]:
+    """SQLite's ``PRAGMA quick_check`` of the whole file (or of ``tables`` and their indexes):
+    ``["ok"]``, or up to five problems."""
+    found: list[str] = []
+    for table in tables if tables is not None else [None]:
+        pragma = "PRAGMA quick_check(5)" if table is None else f'PRAGMA quick_check("{table}")'
+        try:
+            rows = [row[0] for row in con.execute(pragma)]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        found += [row for row in rows if row != "ok"]
+    return found or ["ok"]
+
+
+def check_pages(con: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`DamagedStore` if SQLite finds damaged pages, before anything is written.
+
+    A store up to :data:`FULL_CHECK_BYTES` gets the whole-file ``quick_check`` (every page
+    read; integrity_check would also compare every index with its table, several times the
+    cost). A larger one gets it for every table but :data:`BIG_TABLES` (their cost grows with
+    the file: the README's store section has the figures on a 1 GB store); their pages are
+    checked by SQLite itself as each write reaches them, and a write that meets a damaged page
+    is turned into the same error (:func:`damage_report`). Run once per command: the launching
+    process records the path in ``$BACKPROP_LAB_STORE_CHECKED`` for its workers.
+    """
+    if os.environ.get(CHECKED_ENV) == str(path):
+        return
+    tables = None
+    if path.stat().st_size > FULL_CHECK_BYTES:
+        tables = [row[0] for row in con.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite_%'") if row[0] not in BIG_TABLES]
+    found = quick_check(con, tables)
+    if found != ["ok"]:
+        raise _damage(path, found)
+    os.environ[CHECKED_ENV] = str(path)
+
+
+def damage_report(store, exc: BaseException) -> BaseException:
+    """``exc``, or a :class:`DamagedStore` naming the store when ``exc`` is SQLite reporting
+    a damaged page and the whole-file quick_check confirms it (the write was rolled back)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, DamagedStore) or not any(
+            word in str(exc) for word in ("malformed", "corrupt")):
+        return exc
+    try:
+        con = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+        try:
+            found = quick_check(con)
+        finally:
+            con.close()
+    except sqlite3.Error as error:
+        found = [str(error)]
+    return _damage(store.path, found) if found != ["ok"] else exc
+
+
 def schema_revision(schema: str | None = None) -> str:
     """The alembic revision recorded in ``mlflow_schema.sql``."""
     schema = SCHEMA_FILE.read_text() if schema is None else schema
@@ -223,6 +304,12 @@ class SqliteStore:
             raise SchemaMismatch(
                 f"{self.path} has schema revision {found[0] if found else None}, "
                 f"this writer knows {expected}")
+        if not self.created:
+            try:
+                check_pages(self.con, self.path)
+            except DamagedStore:
+                self.con.close()
+                raise
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path})"
@@ -407,14 +494,28 @@ class SqliteStore:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m backprop_lab.tracking.sqlite_store --write-schema``: regenerate the schema
-    file from the installed MLflow (after an MLflow upgrade)."""
+    file from the installed MLflow (after an MLflow upgrade). ``--check DB``: the whole-file
+    quick_check of a store."""
     import argparse
     import tempfile
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--write-schema", action="store_true",
                         help=f"dump a fresh MLflow store's schema into {SCHEMA_FILE.name}")
+    parser.add_argument("--check", metavar="DB", type=Path, default=None,
+                        help="SQLite's whole-file quick_check of a store (exit 1 if damaged)")
     args = parser.parse_args(argv)
+    if args.check is not None:
+        con = sqlite3.connect(f"file:{args.check}?mode=ro", uri=True)
+        try:
+            found = quick_check(con)
+        finally:
+            con.close()
+        if found != ["ok"]:
+            print(_damage(args.check, found), file=sys.stderr)
+            return 1
+        print(f"{args.check}: ok")
+        return 0
     if not args.write_schema:
         parser.print_help()
         return 0

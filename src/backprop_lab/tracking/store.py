@@ -34,9 +34,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from backprop_lab.contract import telemetry_off
+from backprop_lab.tracking.secrets import mask
 from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
+    damage_report,
     deleted_experiment,
     first_failure,
     local_artifact_dir,
@@ -61,8 +63,9 @@ class ArtifactSpec:
 
 
 def text(value: Any) -> str:
-    """A param or tag value as MLflow accepts it (at most 6000 characters)."""
-    return str(value)[:MAX_PARAM_VALUE]
+    """A param or tag value as MLflow accepts it (at most 6000 characters), credentials masked
+    (tracking/secrets.py): nothing a run records holds a password or a token."""
+    return mask(str(value))[:MAX_PARAM_VALUE]
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -126,8 +129,11 @@ class SqliteBackend:
                 try:
                     return fn(*args)
                 except BaseException as exc:
-                    self._error = exc
-                    raise
+                    error = damage_report(self.store, exc)  # a damaged page: say so
+                    self._error = error
+                    if error is exc:
+                        raise
+                    raise error from None
             return None
 
         try:
