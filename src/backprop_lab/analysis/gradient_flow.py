@@ -510,8 +510,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="parent run id of a sweep (default: the latest sweep)")
     group.add_argument("--run", default=None, help="one run's id (a job or a single run)")
     group.add_argument("--folder", type=Path, default=None,
-                       help="a sweep's folder (multirun/DATE/TIME): the page of the records "
-                       "its jobs left, without a store (tracking=none too); written there")
+                       help="a tracked sweep's folder (multirun/DATE/TIME): the page of the "
+                       "records its jobs left, without a store; written there")
     group.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("."),
                         help="folder to write gradient_flow.html into (default: .)")
