@@ -478,6 +478,8 @@ def serve() -> int:
     """The sweep's page worker (harness/page_worker.py): import what the page needs now,
     while the sweep's jobs train, then read one request (JSON: folder, sweep_id, title) from
     stdin, build the sweep's page and answer with its path (JSON) on stdout."""
+    if hasattr(os, "nice"):  # idle CPU time first: behind the training and the writer
+        os.nice(19)
     _warm_up()
     line = sys.stdin.readline()
     if not line.strip():
