@@ -32,7 +32,6 @@ import base64
 import gzip
 import html
 import json
-import math
 import os
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from backprop_lab.analysis.flow_records import (
     make_record,
     thin,
 )
+from backprop_lab.analysis.flow_tables import conclusions_of, records_from_tables
 from backprop_lab.contract import FLOW_RECORD_FILE, GRADIENT_FLOW_PAGE
 
 #: About this many plotted values (runs x layers x metrics x epochs) at most on one page: the
@@ -68,6 +68,7 @@ LABELS = {
 #: (The init is part of a run's label, which colours it.)
 FILTER_KEYS = ("depth", "width", "seed", "lr", "optimizer", "dataset")
 _JS = Path(__file__).with_name("gradient_flow.js")
+_TEMPLATE = Path(__file__).with_name("gradient_flow_template.html")
 
 
 # -- plotly.js -------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def render_page(records: Sequence[dict], *, title: str, subtitle: str = "",
                          default=_json_number).encode()
     data_b64 = base64.b64encode(gzip.compress(payload, 6, mtime=0)).decode("ascii")
     items = "".join(f"<li>{_markdown_inline(line)}</li>" for line in conclusions)
-    return _TEMPLATE.format(
+    return _TEMPLATE.read_text(encoding="utf-8").format(
         title=html.escape(title), subtitle=html.escape(subtitle),
         conclusions=f"<ul class='conclusions'>{items}</ul>" if items else "",
         notes="".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
@@ -218,191 +219,6 @@ def render_page(records: Sequence[dict], *, title: str, subtitle: str = "",
     )
 
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Gradient flow: {title}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
-  margin: 0 auto; padding: 14px 22px 40px; max-width: 1280px; color: #222; background: #fff; }}
-h1 {{ font-size: 21px; margin: 4px 0 2px; }}
-h2 {{ font-size: 16px; margin: 26px 0 6px; border-bottom: 1px solid #ddd; padding-bottom: 3px; }}
-.sub {{ color: #666; margin: 0 0 8px; font-size: 13px; }}
-.conclusions {{ background: #f6f8fa; border-left: 4px solid #1f77b4; padding: 8px 12px 8px 28px;
-  margin: 8px 0; font-size: 14px; line-height: 1.45; }}
-.controls {{ display: flex; flex-wrap: wrap; gap: 10px 14px; align-items: center;
-  background: #fafafa; border: 1px solid #e5e5e5; border-radius: 6px; padding: 8px 12px;
-  position: sticky; top: 0; z-index: 10; font-size: 14px; }}
-.controls select, .controls button {{ font-size: 14px; padding: 2px 6px; }}
-#epoch {{ flex: 1 1 160px; min-width: 120px; max-width: 420px; }}
-#epoch-label {{ font-variant-numeric: tabular-nums; min-width: 90px; font-weight: 600; }}
-#filters {{ display: contents; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border-bottom: 1px solid #eee; padding: 3px 10px; text-align: left; }}
-th {{ background: #f3f3f3; font-weight: 600; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-td.bad {{ color: #b00; font-weight: 600; }}
-td.run {{ white-space: nowrap; }}
-.dot {{ display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }}
-.note {{ color: #666; font-size: 12px; margin: 3px 0; }}
-.hint {{ color: #666; font-size: 13px; margin: 2px 0 6px; }}
-#status {{ color: #666; padding: 30px 0; }}
-</style></head>
-<body>
-<h1>Gradient flow: {title}</h1>
-<p class="sub">{subtitle}</p>
-{conclusions}
-<div id="status">Drawing (the page inflates its own copy of plotly.js and its data)...</div>
-<div class="controls">
-  <label>quantity <select id="metric"></select></label>
-  <span id="filters"></span>
-  <button id="to-start" type="button" title="to epoch 0: at initialization">&#9664; init</button>
-  <button id="play" type="button">&#9654; play</button>
-  <input id="epoch" type="range" min="0" max="0" step="1" value="0" aria-label="epoch">
-  <span id="epoch-label">epoch 0</span>
-  <button id="to-end" type="button" title="to the last epoch">end &#9654;&#9654;</button>
-</div>
-<h2>Layer profile</h2>
-<p class="hint">One line per run: the quantity in every layer at the slider's epoch. A line
-falling toward layer 1 is a gradient that vanishes on its way down; each decade is a factor of
-10. Click a legend entry to hide a group.</p>
-<div id="profile"></div>
-<h2>How much of the output layer's gradient reaches layer 1</h2>
-<p class="hint">log10 of ‖dL/dW‖ of layer 1 over the output layer's (−3: a thousandth), and the
-layers whose gradient norm is below a tenth of the output layer's; most vanished first.</p>
-<div id="glance"></div>
-<h2>Layer × epoch, one map per run (one colour scale)</h2>
-<div id="heatmaps"></div>
-<div id="hist-section">
-<h2>Histograms per layer</h2>
-<div class="controls" style="position: static">
-  <label>run <select id="hist-run"></select></label>
-  <label>of <select id="hist-kind"></select></label>
-  <label>x <select id="hist-scale"><option value="own">each layer's own range</option>
-    <option value="shared">one range for all layers</option></select></label>
-</div>
-<div id="hist"></div>
-</div>
-{notes}
-<script type="application/octet-stream" id="gf-plotly">{plotly}</script>
-<script type="application/octet-stream" id="gf-data">{data}</script>
-<script>{script}</script>
-</body></html>
-"""
-
-
-# -- conclusions -----------------------------------------------------------------------------
-def _sizes_text(sizes) -> str | None:
-    return "-".join(str(int(s)) for s in sizes) if sizes else None
-
-
-def record_tables(records: Sequence[dict]):
-    """The runs and histories tables (analysis/loading.py's layout) of the records, with the
-    histories at initialization and at the last epoch only: what the conclusions read."""
-    import numpy as np
-    import pandas as pd
-
-    from backprop_lab.analysis.columns import ID_COLUMNS
-    from backprop_lab.analysis.flow_records import make_label
-
-    runs, parts = [], []
-    for r in records:
-        row = {"run_id": r["id"], "run_name": r["name"],
-               "label": make_label(r.get("activation"), r.get("init")),
-               "activation": r.get("activation"), "init": r.get("init"),
-               "depth": r.get("depth"), "n_layers": r.get("n_layers"), "width": r.get("width"),
-               "sizes": _sizes_text(r.get("sizes")), "seed": r.get("seed"),
-               "dataset": r.get("dataset"), "optimizer": r.get("optimizer"), "lr": r.get("lr"),
-               "input_var": r.get("input_var"), "epochs": r.get("epochs_config"),
-               "status": r.get("status"), "outcome": r.get("outcome")}
-        row |= {k: (np.nan if v is None else v) for k, v in (r.get("final") or {}).items()}
-        runs.append(row)
-        for when, epoch in zip((0, 1), r["end_epochs"]):
-            for metric, rows in r["ends"].items():
-                for layer, value in enumerate(rows[when], start=1):
-                    parts.append((r["id"], epoch, layer, metric,
-                                  np.nan if value is None else value))
-    runs = pd.DataFrame(runs)
-    for column in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
-        if column not in runs:
-            runs[column] = np.nan
-    for column in ("depth", "n_layers", "width", "seed"):
-        runs[column] = runs[column].astype("Int64")
-    long = pd.DataFrame(parts, columns=["run_id", "epoch", "layer", "metric", "value"])
-    ids = runs[[c for c in ID_COLUMNS if c in runs.columns]]
-    histories = ids.merge(long, on="run_id", how="right")
-    return runs, histories
-
-
-def conclusions_of(records: Sequence[dict]) -> list[str]:
-    """:func:`backprop_lab.analysis.summary.conclusions` of the records; a line saying why
-    when they cannot be computed (the page is still drawn)."""
-    from backprop_lab.analysis.summary import conclusions
-
-    try:
-        return conclusions(*record_tables(records))
-    except Exception as exc:  # noqa: BLE001 - a missing column must not cost the page
-        return [f"(No computed conclusion: {type(exc).__name__}: {exc}.)"]
-
-
-# -- records from a store (the command and the report) ----------------------------------------
-def records_from_tables(runs, histories, histograms=None) -> list[dict]:
-    """Records of the runs of a :class:`.loading.SweepData` (its ``runs`` and ``histories``)
-    and of its histograms table (:func:`.histograms.load_histograms`, or None)."""
-
-    by_run = {run_id: frame for run_id, frame in
-              histories[histories["layer"].notna()].groupby("run_id", observed=True)}
-    hists = ({run_id: frame for run_id, frame in histograms.groupby("run_id")}
-             if histograms is not None and not histograms.empty else {})
-    out = []
-    for run in runs.to_dict("records"):
-        frame = by_run.get(run["run_id"])
-        if frame is None:
-            continue
-        wide = frame.pivot_table(index="epoch", columns=["metric", "layer"], values="value",
-                                 observed=True, dropna=False)
-        epochs = wide.index.to_numpy()
-        layers = {}
-        for metric in LAYER_METRICS:
-            if metric in wide.columns.get_level_values(0):
-                block = wide[metric]
-                block = block.reindex(columns=sorted(block.columns))
-                layers[metric] = block.to_numpy(dtype=float)
-        if not layers:
-            continue
-        rows = hists.get(run["run_id"])
-        meta = _meta_from_row(run)
-        out.append(make_record(meta, epochs, layers,
-                               () if rows is None else list(rows.itertuples(index=False))))
-    return out
-
-
-def _plain(value):
-    """A pandas/numpy cell as JSON: None for missing, int/float/str otherwise."""
-    import numpy as np
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _meta_from_row(row: dict) -> dict:
-    sizes = row.get("sizes")
-    widths = ([int(s) for s in str(sizes).split("-")] if sizes and "?" not in str(sizes)
-              else None)
-    meta = {"id": row["run_id"], "name": row.get("run_name") or row["run_id"][:8],
-            "sizes": widths, "status": row.get("status"), "epochs_config": row.get("epochs"),
-            "final": {k: _plain(row.get(k)) for k in
-                      ("train/loss", "train/accuracy", "val/loss", "val/accuracy")}}
-    for key in ("label", "activation", "init", "depth", "n_layers", "width", "seed", "dataset",
-                "optimizer", "lr", "input_var", "outcome"):
-        meta[key] = _plain(row.get(key))
-    return meta
 
 
 def write_page(records: Sequence[dict], out: Path, *, title: str, subtitle: str = "",
