@@ -12,6 +12,7 @@ Benchmarks (module benchmarks/bench_<name>.py):
     flops        achieved GFLOP/s of a wide network against np.matmul on the same shapes
     multirun     six Hydra jobs: basic launcher against joblib with two workers
     memory       peak resident memory against parameters + cached activations
+    cures        residual, layer/batch norm, clipping: cost per epoch vs plain and vs torch
 
 BLAS threads are pinned for the whole run (``--threads``, default 1: on a 2-core machine two
 OpenBLAS threads next to another busy process are several times slower: a 10 x 64 tanh network
@@ -51,7 +52,7 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
 )
 
-BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory")
+BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "cures")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 

@@ -30,6 +30,7 @@ EXPECTED = {
     "flops": ["float64, diag on", "float64, diag off", "float32, diag on", "float32, diag off"],
     "multirun": ["6 jobs, 2 workers", "6 empty jobs (fixed cost)"],
     "memory": ["ours, diag on", "ours, diag off", "torch (reference)"],
+    "cures": ["plain", "residual", "layer norm", "batch norm", "clip_norm", "both: residual + layer norm"],
 }
 
 

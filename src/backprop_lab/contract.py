@@ -61,6 +61,7 @@ SUMMARY_FILE = "summary.json"  # the job's one-line summary, read by the sweep's
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.npz"
 HISTOGRAMS_FILE = "histograms.npz"
+JACOBIAN_FILE = "jacobian.npz"  # the Jacobian spectra (engine/jacobian.py), with jacobian_probes
 FIGURES_DIR = "figures"
 # The interactive gradient-flow page (analysis/gradient_flow.py) and a job's data for it.
 GRADIENT_FLOW_PAGE = "gradient_flow.html"

@@ -13,6 +13,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 SCALARS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+#: Recorded when the optimizer clips gradients (optimizers.py), for the updates of epoch e in
+#: row e (NaN in the last row, which no update follows): the largest pre-clip global L2 norm
+#: of the epoch's steps, and the fraction of its steps that were clipped (0 or 1 full batch).
+CLIP_SCALARS = ("clip/grad_norm", "clip/fraction")
 LAYER_METRICS = (
     "grad_weight_ratio",
     "grad_norm",
@@ -69,10 +73,11 @@ def is_log10_companion(name: str) -> bool:
 class History:
     """Preallocated per-epoch arrays; ``n_rows`` of them are complete."""
 
-    def __init__(self, rows: int, n_layers: int, has_val: bool, diagnostics: bool) -> None:
+    def __init__(self, rows: int, n_layers: int, has_val: bool, diagnostics: bool,
+                 extra_scalars: Sequence[str] = ()) -> None:
         self.n_layers = n_layers
         self.n_rows = 0
-        names = SCALARS if has_val else SCALARS[:2]
+        names = (*(SCALARS if has_val else SCALARS[:2]), *extra_scalars)
         self.scalars: dict[str, np.ndarray] = {name: np.full(rows, np.nan) for name in names}
         self.layers: dict[str, np.ndarray] = (
             {name: np.full((rows, n_layers), np.nan) for name in LAYER_METRICS}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from backprop_lab.engine.initializers import NAMED_SIGMA_W2
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
@@ -69,8 +70,8 @@ def engine_error(exc: ValueError, cfg: DictConfig, keys: list[str]) -> ConfigErr
 def build(cfg: DictConfig) -> Built:
     """Data set, network and optimizer of a job, built by the engine, which checks every value;
     a bad one raises ConfigError naming its config key, the value and the engine's reason."""
+    from backprop_lab.engine.blocks import make_network
     from backprop_lab.engine.datasets import load_dataset
-    from backprop_lab.engine.network import MLP
     from backprop_lab.engine.optimizers import make_optimizer
     from backprop_lab.engine.training import check_arguments
 
@@ -93,14 +94,20 @@ def build(cfg: DictConfig) -> Built:
     if output == "softmax_ce":  # a softmax over two classes needs two target rows
         ds = ds.one_hot()
     try:
-        net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
-                  activation=cfg.activation.name,
-                  output=output,
-                  init=cfg.model.init.name, rng=init_rng, dtype=dtype)
+        net = make_network([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
+                           activation=cfg.activation.name,
+                           output=output,
+                           init=cfg.model.init.name, rng=init_rng, dtype=dtype,
+                           sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2,
+                           residual=cfg.model.residual,
+                           residual_scale=float(cfg.model.residual_scale),
+                           norm=cfg.model.norm.name)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
                                       *(f"model.{k}" for k in cfg.model)]) from None
     hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
+    # A config composed without the key (an old run's saved config) clips nothing.
+    hyper.setdefault("clip_norm", None)
     try:
         optimizer = make_optimizer(cfg.optimizer.name, **hyper)
         check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every,
@@ -122,6 +129,9 @@ def derived_params(built: Built) -> dict[str, Any]:
         "net.depth": len(hidden),
         "net.width": max(hidden, default=0),
         "net.init": net.init,
+        # sigma_w^2 = fan_in Var(W) (the named initializers': for equal widths) and sigma_b^2
+        "net.sigma_w2": net.sigma_w2 if net.sigma_w2 is not None else NAMED_SIGMA_W2[net.init],
+        "net.sigma_b2": net.sigma_b2,
         "net.output": net.head.name,
         "net.n_params": net.params.size,
         "net.repr": repr(net),

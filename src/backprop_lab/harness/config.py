@@ -36,6 +36,15 @@ Init = Enum("Init", {name: name for name in INIT_CHOICES}, module=__name__)
 Output = Enum("Output", {"auto": "auto", **{name: name for name in OUTPUTS}}, module=__name__)
 
 
+class Norm(Enum):
+    """Normalization before each hidden activation (engine/blocks.py): ``layer`` over a sample's
+    units, ``batch`` over the batch's samples (running statistics for validation)."""
+
+    none = "none"
+    layer = "layer"
+    batch = "batch"
+
+
 class RandomStream(Enum):
     """``generator``: np.random.default_rng(seed) with separate child streams for data, weights
     and shuffling. ``legacy``: one RandomState(seed), data drawn first, then weights (as the
@@ -62,7 +71,17 @@ class DatasetConfig:
 class ModelConfig:
     name: str = MISSING
     init: Init = Init.auto  # auto: he for relu/leaky_relu, lecun otherwise (the notebook's rule)
+    # sigma_w^2 = fan_in Var(W) for init=gaussian/orthogonal (null: 1); the named initializers
+    # have their own (engine/initializers.py) and reject a value here.
+    sigma_w2: float | None = None
+    sigma_b2: float = 0.0  # biases drawn N(0, sigma_b2); 0: zeros
     output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
+    # The cures (engine/blocks.py): a skip path a^l = a^{l-1} + residual_scale f(...) around
+    # every hidden layer but the first (equal hidden widths), and normalization before the
+    # activation.
+    residual: bool = False
+    residual_scale: float = 1.0
+    norm: Norm = Norm.none
 
 
 @dataclass
@@ -86,6 +105,8 @@ class OptimizerConfig:
     lr: float = 0.01
     batch_size: int | None = None  # None: full batch
     weight_decay: float = 0.0
+    # Clip the global L2 norm of the gradient to this before each update; null: never.
+    clip_norm: float | None = None
 
 
 @dataclass
@@ -135,6 +156,10 @@ class Config:
     threads: int | None = 1  # BLAS threads per job (threadpoolctl); None leaves BLAS alone
     diagnostics: bool = True  # per-layer gradient/activation statistics every epoch
     histogram_every: int = 100  # weight/grad/activation histograms every n epochs; 0 = none
+    # Singular values of the input-output Jacobian on this many probe inputs, at init, at the
+    # histogram epochs and at the end (engine/jacobian.py): jacobian/* metrics and jacobian.npz.
+    # 0: off.
+    jacobian_probes: int = 0
     progress: bool = True  # tqdm bar per run
     # The run's figures (curves, decision boundary, gradient flow) in its folder and artifacts.
     # null: for a single run, not for each job of a sweep (render any run's later with
@@ -220,6 +245,14 @@ def validate(cfg: DictConfig) -> None:
             ("threads", cfg.threads is None or cfg.threads >= 1,
              "must be a positive integer (or null to leave BLAS alone)"),
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
+            ("jacobian_probes", cfg.jacobian_probes >= 0,
+             "must be an integer >= 0 (0: no Jacobian spectrum)"),
+            # engine/jacobian.py multiplies the plain layers' D_l W_l: a skip path or a
+            # normalization would make that product a different network's Jacobian.
+            ("jacobian_probes", cfg.jacobian_probes == 0
+             or (not cfg.model.residual and str(_name(cfg.model.norm)) == "none"),
+             "the Jacobian spectrum is measured for plain networks only "
+             "(model.residual=false, model.norm=none)"),
             ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
              f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
             ("tracking.images", cfg.tracking.get("images") is None, IMAGES_REMOVED),
@@ -268,3 +301,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not out and prefix:
         out[prefix] = "[]" if isinstance(tree, list | tuple) else "{}"
     return out
+
+
+def _critical_sigma_w2(activation: Any, sigma_b2: Any = 0.0) -> float:
+    """``${critical_sigma_w2:${activation},${model.sigma_b2}}``: the sigma_w^2 at which an
+    activation's chi_1 is 1 for bias variance sigma_b2 (engine/theory.py), to 4 decimals, so
+    that a config can put a network at criticality for whichever activation a sweep picks."""
+    from backprop_lab.engine.theory import critical_sigma_w2
+
+    name = activation.name if isinstance(activation, Enum) else str(activation)
+    return round(float(critical_sigma_w2(name, float(sigma_b2))), 4)
+
+
+OmegaConf.register_new_resolver("critical_sigma_w2", _critical_sigma_w2, replace=True)
