@@ -17,6 +17,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from backprop_lab.analysis.columns import ID_COLUMNS  # noqa: E402
 from backprop_lab.contract import HISTORY_FILE, telemetry_off  # noqa: E402
 from backprop_lab.engine.history import is_log10_companion  # noqa: E402
 from backprop_lab.engine.run_summary import PREFIX as VANISHING_PREFIX  # noqa: E402
@@ -31,23 +32,6 @@ from mlflow.entities import Run  # noqa: E402
 
 HISTORY_ARTIFACT = HISTORY_FILE
 LAYER_KEY = re.compile(r"^(?P<metric>.+)/layer_(?P<layer>\d+)$")
-# Columns repeated on every row of the histories table to identify the run.
-ID_COLUMNS = (
-    "run_id",
-    "run_name",
-    "label",
-    "activation",
-    "init",
-    "depth",
-    "n_layers",
-    "width",
-    "sizes",
-    "seed",
-    "dataset",
-    "optimizer",
-    "lr",
-    "input_var",
-)
 
 @contextlib.contextmanager
 def _quiet_downloads():

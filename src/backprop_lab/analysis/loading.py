@@ -38,6 +38,7 @@ from mlflow.entities import Run, ViewType  # noqa: E402
 
 from backprop_lab.engine import run_summary as rs  # noqa: E402
 
+from .flow_records import make_label  # noqa: E402
 from .histories import ID_COLUMNS, LAYER_KEY, load_histories  # noqa: E402
 
 __all__ = ["ID_COLUMNS", "SettingsDiffer", "SweepData", "default_tracking_uri",
@@ -243,13 +244,6 @@ def _convert(value: str | None, kind: type):
         return kind(float(value)) if kind is int else kind(value)
     except ValueError:
         return np.nan
-
-
-def make_label(activation: str | None, init: str | None) -> str:
-    """How a configuration is named in legends: ``"relu (he)"``."""
-    if not init:
-        return str(activation)
-    return f"{activation} ({init})"
 
 
 def _layer_sizes(params: dict[str, str]) -> str | None:

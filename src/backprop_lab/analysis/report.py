@@ -9,7 +9,8 @@ measurement and whether it holds).
     python -m backprop_lab.analysis.report --sweep RUN_A --sweep RUN_B --out reports/a_vs_b
     python -m backprop_lab.analysis.report --experiment backprop-lab --all-runs --out reports/all
 
-Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures` (or
+Writes ``<out>/summary.md``, ``<out>/gradient_flow.html`` (analysis/gradient_flow.py) and one
+PNG per figure of :mod:`backprop_lab.analysis.figures` (or
 of the paper, :mod:`backprop_lab.analysis.papers`), then
 logs the folder as artifacts of the sweep's parent run under ``report/`` (skipped with
 ``--no-log``, or when the selection is a whole experiment and there is no parent run).
@@ -84,6 +85,9 @@ def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
     summary = out / "summary.md"
     summary.write_text(summary_markdown(sweep, links), encoding="utf-8")
     written.append(summary)
+    from backprop_lab.analysis.gradient_flow import write_sweep_page
+
+    written.append(write_sweep_page(sweep, out))  # gradient_flow.html, the interactive page
     return written
 
 
