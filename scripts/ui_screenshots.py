@@ -97,6 +97,17 @@ def sweep_runs(uri: str, experiment: str = "backprop-lab", sweep: str | None = N
     return exp.experiment_id, parent, children
 
 
+SORT_METRIC = "vanishing/log10_ratio_init"
+
+
+def sorted_runs_url(base: str, experiment_id: str, metric: str = SORT_METRIC) -> str:
+    """The runs table sorted by ``metric``, lowest first (the most vanished gradient on top)."""
+    from urllib.parse import quote
+
+    return (f"{base}/#/experiments/{experiment_id}/runs"
+            f"?orderByKey={quote(f'metrics.`{metric}`')}&orderByAsc=true")
+
+
 def _close_assistant(page) -> None:
     """The UI's assistant panel (it only answers when asked) takes a third of the page."""
     with contextlib.suppress(Exception):
@@ -215,6 +226,21 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             page.get_by_text("Description").first.scroll_into_view_if_needed()
             page.screenshot(path=str(out / "parent_description.png"))
             seconds["parent description"] = time.perf_counter() - tic
+
+            # 5. The runs table sorted by how much the gradient vanished at initialization
+            #    (the metric is set in the page's address, as the "Sort" menu sets it).
+            tic = time.perf_counter()
+            page.goto(sorted_runs_url(base, experiment_id))
+            page.get_by_text(f"Sort: {SORT_METRIC}").first.wait_for()
+            ranked = sorted((r for r in children if SORT_METRIC in r.data.metrics),
+                            key=lambda r: r.data.metrics[SORT_METRIC])[:10]
+            for run in ranked:
+                page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+            names = [page.get_by_text(run.info.run_name, exact=True).first for run in ranked]
+            rows_y = [name.bounding_box()["y"] for name in names]
+            assert rows_y == sorted(rows_y), [r.info.run_name for r in ranked]
+            page.screenshot(path=str(out / "runs_sorted_by_vanishing.png"))
+            seconds["runs sorted"] = time.perf_counter() - tic
         finally:
             browser.close()
     return seconds

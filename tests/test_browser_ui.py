@@ -2,7 +2,7 @@
 sweep: the runs page lists the parent with its children, a child's per-layer charts render in
 layer order, the parent's gradient-flow page is drawn inside MLflow's artifact view (its
 slider moves the plotted epoch, a hover shows a value), the parent's description holds the
-sweep's table. Screenshots: test-artifacts/browser/ (or
+sweep's table, and the runs table sorts the children by vanishing/log10_ratio_init. Screenshots: test-artifacts/browser/ (or
 $BACKPROP_LAB_TEST_ARTIFACTS/browser). Run by `make test-browser` and .ci/run, which install
 Debian's chromium and playwright first."""
 
@@ -48,8 +48,8 @@ def test_mlflow_ui_shows_the_sweep_its_charts_and_its_gradient_flow_page(run_cli
     with mlflow_ui(store, tmp_path / "mlflow-ui.log") as base:
         seconds = check_pages(base, parents[0].info.experiment_id, parents[0], jobs, out)
     assert set(seconds) == {"runs page", "metric charts", "gradient flow page",
-                            "parent description"}
+                            "parent description", "runs sorted"}
     for name in ("runs_page", "run_metric_charts", "gradient_flow_mlflow",
-                 "gradient_flow_hover", "parent_description"):
+                 "gradient_flow_hover", "parent_description", "runs_sorted_by_vanishing"):
         assert (out / f"{name}.png").stat().st_size > 10_000, name
     print(f"browser test: {time.perf_counter() - tic:.1f} s; pages: {seconds}")

@@ -311,9 +311,12 @@ class TrackingCallback(Callback):
         if summaries:
             print(runs_table(summaries))
         if self.uri:
-            from backprop_lab.tracking import ui_command
+            from backprop_lab.tracking import ui_command, ui_pages
 
             print(f"\nMLflow store: {self.uri}\nOpen the UI:  {ui_command(self.uri)}")
+            if self.parent_run_id and self.experiment_id:
+                for label, page in ui_pages(self.uri, self.experiment_id, self.parent_run_id):
+                    print(f"{label:<13} {page}")
         if config.get("figures") is None and summaries:  # sweeps render figures on demand
             example = summaries[0].get("run_id") or "<job folder>"
             print(f"Figures:      python -m backprop_lab.harness.run_figures {example}")
