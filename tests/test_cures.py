@@ -106,3 +106,23 @@ def test_compare_rule_needs_non_overlapping_ranges() -> None:
     assert compare(pd.Series([0.5, 2.5, 9.0]), plain) == "no clear change"
     assert compare(pd.Series([np.inf, np.inf, np.inf]), plain) == "higher"
     assert compare(pd.Series([np.nan, 1.0, 1.0]), plain) == "n/a"
+
+
+def test_vanishing_theory_factor_uses_the_residual_mean_field_and_none_for_norms() -> None:
+    """vanishing/theory_factor of a residual network is the residual mean field's (measured
+    within 3% on a 256-wide network); normalized networks have no mean field: NaN, not logged."""
+    import math
+
+    from backprop_lab.engine.optimizers import make_optimizer
+    from backprop_lab.engine.run_summary import measured_factor
+    from backprop_lab.engine.training import train
+    from backprop_lab.harness.build import theory_factor_of
+
+    base = ["model=deep", "model.depth=20", "model.width=256", "epochs=1"]
+    built = build(make([*base, "model.residual=true", "model.residual_scale=0.2"]))
+    history = train(built.net, built.dataset, make_optimizer("gd", lr=1e-9), epochs=1).history
+    measured = measured_factor(history.layers["delta_std"][0])
+    theory = theory_factor_of(built)
+    assert theory > 1.05  # the skip path makes delta grow toward the input; plain tanh shrinks
+    assert abs(measured / theory - 1) < 0.03, (measured, theory)
+    assert math.isnan(theory_factor_of(build(make([*base, "model.norm=layer"]))))

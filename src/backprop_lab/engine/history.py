@@ -45,8 +45,8 @@ def layer_metric_name(metric: str, layer: int) -> str:
 #: Per-layer metrics that span decades (1e-9 next to 1) whose log10 MLflow also gets by
 #: default, as ``<metric>_log10/layer_NN``, so the UI's default linear axis reads them
 #: (``tracking.log10`` chooses others). Tracking only: history.csv and the History keep the
-#: plain values. One by default: each adds L values a row to what a run stores.
-LOG10_METRICS = ("grad_weight_ratio",)
+#: plain values. Each adds L values a row to what a run stores (README, "Tracking cost").
+LOG10_METRICS = ("grad_weight_ratio", "delta_std", "grad_norm")
 LOG10_SUFFIX = "_log10"
 
 

@@ -7,6 +7,7 @@ is named before any MLflow run exists, by the one piece of code that knows what 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.engine.initializers import NAMED_SIGMA_W2
+from backprop_lab.engine.run_summary import chance_of, geometric_mean, theory_factor
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
@@ -139,6 +141,35 @@ def derived_params(built: Built) -> dict[str, Any]:
         "data.n_classes": ds.n_classes,
         "data.n_train": ds.n_train,
         "data.n_val": ds.n_val,
-        # q^0 of mean-field theory (engine/theory.py): the mean squared standardized input.
-        "data.input_var": float(np.mean(np.square(ds.X_train))),
+        "data.input_var": input_var(ds),
+        # What a constant answer scores, and the margin above it (engine/run_summary.py).
+        "data.chance_accuracy": (chance := chance_of(ds)).accuracy,
+        "data.chance_tolerance": chance.tolerance,
     }
+
+
+def input_var(ds) -> float:
+    """q^0 of mean-field theory (engine/theory.py): the mean squared standardized input."""
+    return float(np.mean(np.square(ds.X_train)))
+
+
+def theory_factor_of(built: Built) -> float:
+    """Mean-field theory's per-layer factor of delta_std at initialization for the job's
+    network and data (engine/run_summary.py; NaN when it has fewer than 3 layers)."""
+    net = built.net
+    if getattr(net, "norm", "none") != "none":
+        return math.nan  # no mean field for normalization layers (docs/cures.md)
+    if getattr(net, "residual", False):
+        if net.init in ("gaussian", "orthogonal"):
+            return math.nan  # residual_mean_field takes the named initializers' sigma_w^2
+        from backprop_lab.engine.residual_theory import residual_mean_field
+
+        if len(net.sizes) < 4:
+            return math.nan
+        factors = residual_mean_field(net.activation.name, net.init, net.sizes,
+                                      residual_scale=net.residual_scale,
+                                      input_var=input_var(built.dataset),
+                                      sigma_b2=net.sigma_b2).std_factors
+        return geometric_mean(factors[: len(net.sizes) - 3])
+    return theory_factor(net.activation.name, net.init, net.sizes, input_var(built.dataset),
+                         sigma_b2=net.sigma_b2, sigma_w2=net.sigma_w2)

@@ -135,9 +135,9 @@ class TrackingConfig:
     # Per-layer metrics whose log10 MLflow also gets, as <metric>_log10/layer_NN, so the UI's
     # linear axes read quantities that span decades; [] for none (engine/history.py).
     log10: list[str] = field(default_factory=lambda: list(LOG10_METRICS))
-    # Step images for the UI's image charts (gradient profile and histograms at every
-    # histogram epoch: harness/step_images.py). null: like `figures` (single runs yes, jobs of
-    # a sweep no); true/false: always/never.
+    # Removed: the step images of the UI's image charts (a config dump above a thumbnail in
+    # MLflow 3.17), replaced by the gradient-flow page. Kept in the schema only so that a
+    # command that still sets it fails with that news (validate) rather than "no such key".
     images: bool | None = None
     log_artifacts: bool = True
 
@@ -231,6 +231,11 @@ def config_value(cfg: DictConfig, key: str) -> str:
     return str(_name(value))
 
 
+IMAGES_REMOVED = ("removed: the step images are replaced by the interactive page "
+                  "gradient_flow.html among the run's artifacts (a sweep's: its parent run's); "
+                  "drop the override")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every bad value the engine does not check (it checks its own
     arguments when the harness builds a job: harness/app.py's ``build``)."""
@@ -250,6 +255,7 @@ def validate(cfg: DictConfig) -> None:
              "(model.residual=false, model.norm=none)"),
             ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
              f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
+            ("tracking.images", cfg.tracking.get("images") is None, IMAGES_REMOVED),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
             # there, just no hidden layer.
             ("model.depth", "depth" not in cfg.model or 1 <= cfg.model.depth <= MAX_DEPTH,

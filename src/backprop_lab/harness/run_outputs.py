@@ -10,6 +10,9 @@
     jacobian.npz     the Jacobian spectra, with jacobian_probes > 0 (engine/jacobian.py's
                      JacobianProbe.arrays: epoch, io (n, P, k), layer_NN, theory_mean_sq, ...)
     figures/         the run's figures (run_figures.py), when asked for
+    gradient_flow.json   the job's data for the gradient-flow page (analysis/flow_records.py;
+                     not logged: a sweep's page is made of its jobs' records)
+    gradient_flow.html   a single run's gradient-flow page (analysis/gradient_flow.py)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from backprop_lab.contract import (
     CONFIG_FILE,
     FIGURES_DIR,
+    GRADIENT_FLOW_PAGE,
     HISTOGRAMS_FILE,
     HISTORY_FILE,
     JACOBIAN_FILE,
@@ -82,7 +86,6 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
 def artifact_specs(folder: Path) -> list:
     """The files of a job's folder that are logged to its run (missing ones are skipped)."""
     from backprop_lab.tracking import ArtifactSpec
-    from backprop_lab.tracking.images import IMAGES_DIR
 
     return [
         ArtifactSpec(folder / CONFIG_FILE),
@@ -92,5 +95,5 @@ def artifact_specs(folder: Path) -> list:
         ArtifactSpec(folder / HISTOGRAMS_FILE),
         ArtifactSpec(folder / JACOBIAN_FILE),
         ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
-        ArtifactSpec(folder / IMAGES_DIR, IMAGES_DIR),  # the UI's image charts (step_images.py)
+        ArtifactSpec(folder / GRADIENT_FLOW_PAGE),  # a single run's page (harness/ending.py)
     ]
