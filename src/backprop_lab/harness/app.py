@@ -313,6 +313,9 @@ def _compose_and_run() -> None:
 
     install_output_masking()  # no password or token in anything printed or logged
     stopping.install(raising=True)
-    register_configs()
+    with stopping.deferred():  # a signal inside would leave OmegaConf's schema half built
+        register_configs()
+    if stopping.received():
+        raise stopping.Interrupted(stopping.received())
     with mode_composition_reused():
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
