@@ -12,6 +12,12 @@ Benchmarks (module benchmarks/bench_<name>.py):
     flops        achieved GFLOP/s of a wide network against np.matmul on the same shapes
     multirun     six Hydra jobs: basic launcher against joblib with two workers
     memory       peak resident memory against parameters + cached activations
+    floor        the operations no numpy engine can avoid, numpy against torch (benchmark 1's
+                 floor), and how close our trainer is to it
+    study        a 36-run study's efficiency (training time / wall time), basic and joblib,
+                 and each job's fixed cost (start-up, set-up, outputs)
+    scaling      time per epoch against width and depth, ours and torch; writes
+                 docs/performance.md and its figure
 
 BLAS threads are pinned for the whole run (``--threads``, default 1: on a 2-core machine two
 OpenBLAS threads next to another busy process are several times slower: a 10 x 64 tanh network
@@ -51,7 +57,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
 )
 
-BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory")
+BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "floor",
+              "study", "scaling")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
