@@ -5,8 +5,10 @@ seeds, every metric every epoch, tracked into a fresh SQLite store), once with t
 launcher (one job after another) and once with ``hydra/launcher=joblib
 hydra.launcher.n_jobs=2``, interleaved. Each job writes where its time went into its
 summary.json (``seconds_setup``: building the network and data, creating the MLflow run and the
-job's record; ``seconds_training``: ``train()``; ``seconds_outputs``: the run's ending, logging
-and artifacts); what the jobs' ``seconds`` do not cover is the command's own: interpreter
+job's record; ``seconds_training``: ``train()``, its callbacks included (the MLflow writes of
+the metrics every few epochs; ``seconds_metric_logging`` sums them with the final flush);
+``seconds_outputs``: the run's ending, final flush and artifacts); what the jobs' ``seconds``
+do not cover is the command's own: interpreter
 start-up, Hydra's composition of every job, the sweep's parent run and its table.
 
 efficiency = sum of the runs' training time / the command's wall time. A user waits for the
@@ -62,7 +64,7 @@ def measure_once(tmp: Path, uri: str, name: str, r: int, overrides: list[str],
         "wall": wall, "cpu": cpu, "n": len(jobs), "good": good, "found": found,
         "problems": problems, "training": total("seconds_training"),
         "setup": total("seconds_setup"), "outputs": total("seconds_outputs"),
-        "job": total("seconds"),
+        "job": total("seconds"), "logging": total("seconds_metric_logging"),
         "setup_med": statistics.median([float(j.get("seconds_setup") or 0) for j in jobs]
                                        or [float("nan")]),
         "outputs_med": statistics.median([float(j.get("seconds_outputs") or 0) for j in jobs]
@@ -128,6 +130,8 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
             "wall": fmt_time(wall),
             "sum of training": fmt_time(training),
             "per job: training": fmt_time(med(name, "training_med")),
+            "per job: metric logging (in training and outputs)": fmt_time(
+                med(name, "logging") / max(n, 1)),
             "per job: set-up": fmt_time(med(name, "setup_med")),
             "per job: outputs": fmt_time(med(name, "outputs_med")),
             "per job: outside the jobs": (fmt_time(outside / n) if name == "basic"
@@ -138,7 +142,8 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
         }
         values = {"wall_s": wall, "training_s": training,
                   "setup_s": med(name, "setup"), "outputs_s": med(name, "outputs"),
-                  "jobs_s": med(name, "job"), "cpu_s": med(name, "cpu")}
+                  "jobs_s": med(name, "job"),
+                  "logging_s": med(name, "logging"), "cpu_s": med(name, "cpu")}
         table.add(Row(case=f"vanishing_gradients, {name}: efficiency", ratio=training / wall,
                       goal=at_least(EFFICIENCY_GOAL) if name == "basic" else None,
                       cells=cells, values=values, ok=ok, label="efficiency"))
@@ -154,7 +159,6 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
         f"{repeats} interleaved repeat(s), medians. Wall-clock times of whole commands on a "
         "shared machine (the load averages are in the table). Basic launcher: each job costs "
         f"{fmt_time(fixed)} beyond its training ({fmt_ratio(times_training)}x "
-        ""
         "its median training time): "
         f"set-up {fmt_time(med('basic', 'setup') / b[0]['n'])}, outputs "
         f"{fmt_time(med('basic', 'outputs') / b[0]['n'])}, outside the jobs "

@@ -188,7 +188,8 @@ def _train_and_track(cfg: DictConfig) -> dict:
         # Where the job's time went (seconds): what the study benchmark adds up.
         summary |= {"seconds_setup": setup_s,
                     "seconds_training": result.seconds if result is not None else None,
-                    "seconds_outputs": time.perf_counter() - outputs_tic}
+                    "seconds_outputs": time.perf_counter() - outputs_tic,
+                    "seconds_metric_logging": tracker.seconds_logging if tracker else None}
         summary = finish(ctx, summary)
     if interrupted is not None:
         line = f"Interrupted by {interrupted}: {kept}"
