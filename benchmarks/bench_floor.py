@@ -192,7 +192,8 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
             act = "tanh" if wl.activation == "tanh" else "relu"
             shape = f"({hidden}, {batches[0]})"
             table.add(Row(
-                case=f"{wl.key}, {np.dtype(dtype).name}",
+                case=(f"{wl.key}, {np.dtype(dtype).name} (numpy floor / torch = "
+                      f"{fmt_ratio(t['numpy'] / t['torch'])})"),
                 ratio=t["ours"] / t["numpy"],
                 cells={
                     "ours (diag on)": fmt_time(t["ours"]),

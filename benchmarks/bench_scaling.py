@@ -8,7 +8,9 @@ hidden layers, float64, one BLAS/torch thread:
 
 Each point: ours (diagnostics on and off) and torch (benchmark 1's peer, same initial weights),
 interleaved, medians of the time of whole ``train()`` calls / epochs; the epochs of a point are
-chosen from a first run so that one measurement takes about a quarter of a second.
+chosen from a first run so that one measurement takes about a quarter of a second, and at
+least 10 (a ``train()`` of e epochs makes e + 1 probe passes: with few epochs the last one,
+a backward pass with diagnostics on and a forward pass without, would weigh on the ratio).
 
 A full run (not ``--quick``) writes docs/performance.md and docs/figures/scaling.png: the page
 quotes this run's numbers, never retyped ones.
@@ -59,7 +61,7 @@ def point(wl: Workload, threads: int, quick: bool, repeats: int) -> dict[str, fl
     ds = wl.data(np.float64, quick)
     probe, _ = run_ours(wl, ds, np.float64, diagnostics=True, epochs=1)
     budget = 0.01 if quick else 0.25
-    epochs = int(min(200, max(2, budget / max(primary(probe, threads), 1e-6))))
+    epochs = int(min(200, max(2 if quick else 10, budget / max(primary(probe, threads), 1e-6))))
 
     def ours(diagnostics: bool) -> Sample:
         sample, _ = run_ours(wl, ds, np.float64, diagnostics=diagnostics, epochs=epochs)
@@ -123,6 +125,22 @@ def figure(widths: dict[int, dict], depths: dict[int, dict], path) -> None:
     plt.close(fig)
 
 
+def crossings(table: Table) -> str:
+    """Where ours (diagnostics on, and off) stops being ahead of torch, from this run's rows."""
+    parts = []
+    for axis in ("width", "depth"):
+        rows = [r for r in table.rows if r.case.startswith(axis)]
+        for key, name in (("on_s", "diagnostics on"), ("off_s", "diagnostics off")):
+            behind = [r.case.split()[1] for r in rows if r.values[key] > r.values["torch_s"]]
+            worst = max(rows, key=lambda r: r.values[key] / r.values["torch_s"])
+            parts.append(
+                f"along {axis}, ours with {name} is behind torch at "
+                f"{', '.join(behind) or 'no point'}"
+                f" (largest ratio {fmt_ratio(worst.values[key] / worst.values['torch_s'])} at "
+                f"{worst.case})")
+    return "; ".join(parts) + "."
+
+
 def page(table: Table, loads: tuple[str, str]) -> str:
     date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
@@ -140,12 +158,16 @@ def page(table: Table, loads: tuple[str, str]) -> str:
         "",
         "![Time per epoch against width and depth, ours and PyTorch](figures/scaling.png)",
         "",
-        "How to read it: at small sizes an epoch is a few hundred numpy and torch calls and the "
-        "cost per call decides (numpy's is smaller than autograd's); at large widths both "
-        "spend their time in the same BLAS-like matrix products and the ratio tends to the "
-        "ratio of those; along depth, every layer adds the same small calls, so the ratio "
-        "stays what it is at width 64 (the tanh of float64 is the difference there: numpy's "
-        "is about twice torch's on this CPU, see benchmark 7 in RESULTS.md).",
+        "How to read it: at small sizes an epoch is a few dozen numpy or torch calls on small "
+        "arrays and the fixed cost per call decides (numpy's is smaller than autograd's: ours "
+        "is ahead); as width or depth grows both spend their time in the same matrix products "
+        "and element-wise functions, and the ratio tends to the ratio of those kernels on this "
+        "CPU (numpy's OpenBLAS against torch's MKL) plus what ours computes that torch's loop "
+        "does not (the loss and accuracy of every epoch, and with diagnostics on the per-layer "
+        "statistics). Benchmark 7 (`--only floor`) in RESULTS.md times those kernels alone, "
+        "numpy against torch, on the trainer benchmark's shapes.",
+        "",
+        f"In this run: {crossings(table)}",
         "",
         table.to_markdown(),
         "",
