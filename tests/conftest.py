@@ -12,6 +12,26 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+
+def _fake_mnist_home() -> str:
+    """A scikit-learn data folder holding a small made-up MNIST cache (40 images of 784
+    pixels, 4 a class), so that no test reads a real cache or reaches the network for
+    dataset=mnist; child processes inherit it through SCIKIT_LEARN_DATA."""
+    import tempfile
+
+    import numpy as np
+
+    home = Path(tempfile.mkdtemp(prefix="backprop-lab-sklearn-data-"))
+    (home / "backprop_lab").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez_compressed(home / "backprop_lab" / "mnist_784.npz",
+                        pixels=rng.integers(0, 256, (40, 784)).astype(np.uint8),
+                        labels=np.tile(np.arange(10), 4))
+    return str(home)
+
+
+os.environ["SCIKIT_LEARN_DATA"] = _fake_mnist_home()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "train.py"
 

@@ -27,12 +27,18 @@ TINY = {
     "glorot_bengio": ["epochs=3", "dataset.n_samples=12", "model.width=8", "seed=0",
                       "histogram_every=1"],
     "he_init_depth": ["epochs=3", "dataset.n_samples=12", "model.width=8", "seed=0"],
+    "schoenholz_depth_scale": ["epochs=2", "dataset.n_samples=12", "model.width=8",
+                               "model.sigma_w2=1.0,3.0", "model.depth=2,6", "seed=0,1"],
+    "dynamical_isometry": ["epochs=3", "dataset.n_samples=12", "model.width=8",
+                           "model.depth=2,6", "seed=0,1", "histogram_every=1"],
 }
 FIGURES = {
     "glorot_bengio": {"fig2_sigmoid_activations", "fig3_percentiles",
                       "fig6_activation_histograms", "fig7_delta_histograms",
                       "fig8_weight_gradient_histograms", "theory_profile", "error_curves"},
     "he_init_depth": {"loss_curves", "gradient_at_init"},
+    "schoenholz_depth_scale": {"trainability"},
+    "dynamical_isometry": {"spectra"},
 }
 
 

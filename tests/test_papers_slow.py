@@ -55,3 +55,25 @@ def test_he_init_trains_the_30_layer_relu_network_to_a_lower_loss_than_xavier(tm
     table = loss_table(sweep.runs, sweep.histories).set_index("init")
     assert table.loc["he", "converged"] == 1 and table.loc["xavier_uniform", "stalled"] == 1
     assert np.isfinite(final["he"])
+
+
+def test_schoenholz_deep_tanh_trains_near_criticality_not_in_the_ordered_phase(tmp_path):
+    """Their Fig. 5, two cells: at depth 40, sigma_w^2 = 1 (6 xi_c = 21.8) does not train in
+    10 epochs and sigma_w^2 = 1.75 (near the transition, 6 xi_c in the thousands) does."""
+    sweep = sweep_of(tmp_path, "schoenholz_depth_scale", "model.sigma_w2=1.0,1.75",
+                     "model.depth=40", "seed=0", "epochs=10")
+    acc = sweep.runs.set_index("sigma_w2")["val/accuracy"]
+    assert acc[1.0] < 0.5 < acc[1.75], acc
+
+
+def test_dynamical_isometry_orthogonal_is_isometric_and_faster(tmp_path):
+    """Shrunk: depth 48, one seed, 5 epochs."""
+    from backprop_lab.analysis.papers.dynamical_isometry import jacobian_metrics
+
+    sweep = sweep_of(tmp_path, "dynamical_isometry", "model.depth=48", "seed=0", "epochs=5")
+    jac = jacobian_metrics(sweep.uri, sweep.runs)
+    spread = jac[(jac["metric"] == "jacobian/spread") & (jac["epoch"] == 0)].set_index("init")
+    assert spread.loc["orthogonal", "value"] < 5 and spread.loc["gaussian", "value"] > 100
+    h = sweep.histories
+    loss = h[(h["metric"] == "train/loss") & (h["epoch"] == 5)].set_index("init")["value"]
+    assert loss["orthogonal"] < loss["gaussian"], loss

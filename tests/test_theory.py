@@ -15,6 +15,7 @@ from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import make_optimizer
 from backprop_lab.engine.theory import (
     backprop_std_factor,
+    critical_sigma_w2,
     depth_scale,
     derivative_moment,
     fixed_point,
@@ -190,3 +191,86 @@ def test_wide_networks_show_the_variance_map(wide_inits, activation: str, init: 
     assert np.all(np.abs(np.log(ratio)) < bound), (ratio, bound)
     if activation in ("tanh", "softsign", "identity"):
         assert np.all(np.abs(ratio - 1) < 0.03), ratio
+
+
+# -- depth scales in both phases (Schoenholz et al. 2017), against an independent computation ---
+def _hermite_depth_scale(s2: float, b2: float, points: int = 80):
+    """q*, c*, chi_1, chi_c for tanh by a different rule than the module's (Gauss-Hermite over
+    the whole line, a product rule in two dimensions) and by iterating the maps layer after
+    layer (no grid, no bisection): q from 1 for 500 layers, c from 0.5 for 2000."""
+    x, w = np.polynomial.hermite_e.hermegauss(points)
+    w = w / w.sum()
+    q = 1.0
+    for _ in range(500):
+        q = s2 * np.sum(w * np.tanh(math.sqrt(q) * x) ** 2) + b2
+    z1, z2 = np.meshgrid(x, x, indexing="ij")
+    ww = np.outer(w, w)
+
+    def pair(c):
+        return math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + math.sqrt(max(1 - c * c, 0.0)) * z2)
+
+    c = 0.5
+    for _ in range(2000):
+        u1, u2 = pair(c)
+        c = min((s2 * np.sum(ww * np.tanh(u1) * np.tanh(u2)) + b2) / q, 1.0)
+    u1, u2 = pair(c)
+    d1, d2 = 1 - np.tanh(u1) ** 2, 1 - np.tanh(u2) ** 2
+    return q, c, s2 * np.sum(ww * d1**2), s2 * np.sum(ww * d1 * d2)
+
+
+@pytest.mark.parametrize("s2", [1.0, 1.5, 2.0, 4.0])
+def test_depth_scale_matches_another_quadrature_on_both_sides(s2: float) -> None:
+    q, c, chi_1, chi_c = _hermite_depth_scale(s2, 0.05)
+    ds = depth_scale("tanh", sigma_w2=s2, sigma_b2=0.05)
+    assert ds.q_star == pytest.approx(q, rel=5e-3)
+    assert ds.chi_1 == pytest.approx(chi_1, rel=5e-3)
+    assert ds.c_star == pytest.approx(c, abs=5e-3)
+    assert ds.chi_c == pytest.approx(chi_c, rel=5e-3)
+    assert ds.xi_c > 0 and ds.xi_q > 0
+    assert ds.phase == ("ordered" if s2 < 1.76 else "chaotic")
+    if ds.phase == "ordered":
+        assert ds.c_star == 1.0 and ds.xi_c == ds.xi_grad
+    else:
+        assert ds.xi_grad < 0 < ds.xi_c
+
+
+def test_depth_scale_values_computed_elsewhere() -> None:
+    """xi_c of tanh (sigma_b^2 = 0.05) from an independent computation (a separate script's
+    quadrature; the project's notes): 1.0 -> 3.63, 1.5 -> 15.8, 2.0 -> 25.2, 4.0 -> 6.98;
+    sigma_b^2 = 0, sigma_w^2 = 2: 21.7 with c* = 0 (tanh is odd)."""
+    for s2, xi_c in ((1.0, 3.63), (1.5, 15.8), (2.0, 25.2), (4.0, 6.98)):
+        assert depth_scale("tanh", sigma_w2=s2, sigma_b2=0.05).xi_c == pytest.approx(xi_c, rel=3e-3)
+    ds = depth_scale("tanh", sigma_w2=2.0)
+    assert ds.xi_c == pytest.approx(21.7, rel=3e-3) and abs(ds.c_star) < 1e-6
+    assert ds.xi_grad == pytest.approx(-9.97, rel=3e-3)
+    # The named initializers still work and mean sigma_w^2 = width Var(W): lecun is gaussian 1.
+    assert depth_scale("tanh", "lecun", sigma_b2=0.05) == depth_scale(
+        "tanh", sigma_w2=1.0, sigma_b2=0.05)
+
+
+def test_xi_q_is_the_slope_of_the_variance_map() -> None:
+    """xi_q = -1/ln V'(q*), V' here by a finite difference of the variance map itself."""
+    ds = depth_scale("tanh", sigma_w2=2.5, sigma_b2=0.05)
+    h = 1e-5
+    slope = (variance_map("tanh", 2.5, ds.q_star + h, 0.05)
+             - variance_map("tanh", 2.5, ds.q_star - h, 0.05)) / (2 * h)
+    assert ds.xi_q == pytest.approx(-1 / math.log(slope), rel=1e-6)
+
+
+@pytest.mark.parametrize(("b2", "expected"), [(0.0, 1.0), (0.01, 1.424), (0.05, 1.761),
+                                              (0.1, 1.986), (0.3, 2.505)])
+def test_critical_sigma_w2(b2: float, expected: float) -> None:
+    s2 = critical_sigma_w2("tanh", b2)
+    assert s2 == pytest.approx(expected, abs=1.5e-3)
+    assert depth_scale("tanh", sigma_w2=s2 * 0.98, sigma_b2=b2).phase == "ordered"
+    assert depth_scale("tanh", sigma_w2=s2 * 1.02, sigma_b2=b2).phase == "chaotic"
+
+
+def test_mean_field_takes_sigma_w2_and_sigma_b2() -> None:
+    mf = mean_field("tanh", None, [10, 64, 64, 64, 3], sigma_w2=2.0, sigma_b2=0.05)
+    assert mf.init == "gaussian"
+    assert mf.q[0] == pytest.approx(2.0 + 0.05)
+    assert mf.q[1] == pytest.approx(variance_map("tanh", 2.0, mf.q[0], 0.05))
+    assert mf.chi[0] == pytest.approx(2.0 * derivative_moment("tanh", mf.q[0]))
+    with pytest.raises(ValueError, match="sigma_w2 must be a finite number > 0"):
+        mean_field("tanh", "orthogonal", [3, 4, 1], sigma_w2=-1.0)

@@ -176,7 +176,7 @@ def test_float32_training_stays_float32() -> None:
         (lambda: MLP([2, 0, 1]), r"every layer width must be at least 1; got \[2, 0, 1\]"),
         (lambda: MLP([2, 4, 1], "swish"), r"unknown activation 'swish'; valid choices: sigmoid"),
         (lambda: MLP([2, 4, 1], output="hinge"), r"unknown output/loss 'hinge'; valid choices: sigmoid_bce, softmax_ce, mse"),
-        (lambda: MLP([2, 4, 1], init="orthogonal"), r"unknown initializer 'orthogonal'; valid choices: he, lecun, xavier_uniform, standard, auto"),
+        (lambda: MLP([2, 4, 1], init="zeros"), r"unknown initializer 'zeros'; valid choices: he, lecun, xavier_uniform, standard, gaussian, orthogonal, auto"),
         (lambda: make_optimizer("rmsprop", lr=0.1), r"unknown optimizer 'rmsprop'; valid choices: gd, sgd, momentum, adam"),
         (lambda: make_optimizer("gd", lr=-1), r"learning rate must be a positive number; got lr=-1"),
         (lambda: make_optimizer("sgd", lr=0.0), r"learning rate must be a positive number"),

@@ -27,6 +27,7 @@ _EXPORTS = {
     "train": "backprop_lab.engine.training",
     "mean_field": "backprop_lab.engine.theory",
     "depth_scale": "backprop_lab.engine.theory",
+    "critical_sigma_w2": "backprop_lab.engine.theory",
 }
 
 __all__ = sorted(_EXPORTS)

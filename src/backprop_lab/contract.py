@@ -61,6 +61,7 @@ SUMMARY_FILE = "summary.json"  # the job's one-line summary, read by the sweep's
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.npz"
 HISTOGRAMS_FILE = "histograms.npz"
+JACOBIAN_FILE = "jacobian.npz"  # the Jacobian spectra (engine/jacobian.py), with jacobian_probes
 FIGURES_DIR = "figures"
 
 # -- privacy --------------------------------------------------------------------------------------

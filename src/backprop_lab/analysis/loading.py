@@ -61,6 +61,8 @@ _PARAM_COLUMNS = (
     ("epochs", ("epochs",), int),
     ("net", ("net.repr",), str),
     ("input_var", ("data.input_var",), float),  # q^0 of mean-field theory
+    ("sigma_w2", ("net.sigma_w2", "model.sigma_w2"), float),  # fan_in Var(W)
+    ("sigma_b2", ("net.sigma_b2", "model.sigma_b2"), float),  # Var(b)
 )
 FINAL_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
 

@@ -10,22 +10,40 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from backprop_lab.engine.initializers import SCALED_INITIALIZERS
 from backprop_lab.engine.theory import MeanField, depth_scale, mean_field, sigma_w2
 
 from .summary import geometric_mean, sort_by_label
 
 
-def run_theory(activation: str, init: str, sizes: str, input_var: float | None) -> MeanField:
-    """Mean-field predictions for a run described by the runs table's columns."""
+def _finite(value, default: float) -> float:
+    return default if value is None or not np.isfinite(float(value)) else float(value)
+
+
+def run_theory(activation: str, init: str, sizes: str, input_var: float | None,
+               variances: tuple[float, float] | None = None) -> MeanField:
+    """Mean-field predictions for a run described by the runs table's columns; ``variances``
+    its (sigma_w2, sigma_b2) (sigma_w2 used by gaussian / orthogonal only)."""
     widths = [int(w) for w in str(sizes).split("-")]
-    q0 = 1.0 if input_var is None or not np.isfinite(input_var) else float(input_var)
-    return mean_field(activation, init, widths, input_var=q0)
+    q0 = _finite(input_var, 1.0)
+    s2, b2 = variances if variances is not None else (None, 0.0)
+    s2 = _finite(s2, 1.0) if init in SCALED_INITIALIZERS else None
+    return mean_field(activation, init, widths, input_var=q0, sigma_b2=_finite(b2, 0.0),
+                      sigma_w2=s2)
 
 
 def _input_vars(runs: pd.DataFrame | None) -> dict[str, float]:
     if runs is None or "input_var" not in runs.columns:
         return {}
     return dict(zip(runs["run_id"], runs["input_var"].astype(float)))
+
+
+def _variances(runs: pd.DataFrame | None) -> dict[str, tuple[float, float]]:
+    """run_id -> (sigma_w2, sigma_b2) for the runs that logged them."""
+    if runs is None or "sigma_w2" not in runs.columns or "sigma_b2" not in runs.columns:
+        return {}
+    return dict(zip(runs["run_id"], zip(runs["sigma_w2"].astype(float),
+                                        runs["sigma_b2"].astype(float))))
 
 
 def factor_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
@@ -37,7 +55,7 @@ def factor_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
     Columns: ``by``..., activation, init, runs, measured, mean_field, linear, ratio
     (= measured / mean_field).
     """
-    q0 = _input_vars(runs)
+    q0, variances = _input_vars(runs), _variances(runs)
     init = histories[(histories["metric"] == "delta_std") & (histories["epoch"] == 0)]
     rows = []
     for run_id, run in init.groupby("run_id", observed=True):
@@ -49,7 +67,7 @@ def factor_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
         if not steps:
             continue
         theory = run_theory(first["activation"], first["init"], first["sizes"],
-                            q0.get(run_id))
+                            q0.get(run_id), variances.get(run_id))
         rows.append({**{k: first[k] for k in by}, "activation": first["activation"],
                      "init": first["init"], "measured": geometric_mean(steps),
                      "mean_field": geometric_mean(theory.std_factors[: n_layers - 2]),
@@ -84,13 +102,14 @@ def profile_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
 
     Columns: run_id, the identifying columns, layer, measured, mean_field, linear.
     """
-    q0 = _input_vars(runs)
+    q0, variances = _input_vars(runs), _variances(runs)
     init = histories[(histories["metric"] == metric) & (histories["epoch"] == 0)]
     parts = []
     for run_id, run in init.groupby("run_id", observed=True):
         first = run.iloc[0]
         n_layers = int(first["n_layers"])
-        theory = run_theory(first["activation"], first["init"], first["sizes"], q0.get(run_id))
+        theory = run_theory(first["activation"], first["init"], first["sizes"], q0.get(run_id),
+                            variances.get(run_id))
         run = run.dropna(subset=["layer"]).sort_values("layer")
         layers = run["layer"].astype(int).to_numpy()
         measured = run["value"].astype(float).to_numpy()
@@ -120,18 +139,27 @@ def profile_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
 
 def depth_scale_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (activation, init, width) of the runs: sigma_w^2 = width Var(W), the fixed point q*
-    of the variance map reached from the data's input variance, chi_1 at it and the depth scale
-    xi = -1/ln(chi_1) (the gradient's variance changes by e every |xi| layers; inf: critical)."""
+    of the variance map reached from the data's input variance, chi_1 at it, the gradient's
+    depth scale xi_grad = -1/ln(chi_1) (its variance changes by e every |xi_grad| layers; inf:
+    critical) and the correlation depth scale xi_c (Schoenholz et al. 2017; = xi_grad in the
+    ordered phase only)."""
     rows = []
-    keys = runs[["activation", "init", "width", "input_var"]].drop_duplicates(
-        ["activation", "init", "width"])
+    runs = runs.copy()
+    for column, default in (("sigma_w2", np.nan), ("sigma_b2", 0.0)):
+        if column not in runs.columns:
+            runs[column] = default
+    keys = runs[["activation", "init", "width", "input_var", "sigma_w2", "sigma_b2"]
+                ].drop_duplicates(["activation", "init", "width", "sigma_w2", "sigma_b2"])
     for r in keys.itertuples():
-        q0 = float(r.input_var) if np.isfinite(r.input_var) else 1.0
+        q0 = _finite(r.input_var, 1.0)
         width = int(r.width)
-        scale = depth_scale(r.activation, r.init, width=width, q0=q0)
+        s2 = _finite(r.sigma_w2, 1.0) if r.init in SCALED_INITIALIZERS else None
+        scale = depth_scale(r.activation, r.init, width=width, q0=q0,
+                            sigma_b2=_finite(r.sigma_b2, 0.0), sigma_w2=s2)
         rows.append({"activation": r.activation, "init": r.init, "width": width,
-                     "sigma_w^2": sigma_w2(r.init, width, width, r.activation),
-                     "q*": scale.q_star, "chi_1": scale.chi_1, "xi": scale.xi})
+                     "sigma_w^2": sigma_w2(r.init, width, width, r.activation, s2),
+                     "sigma_b^2": scale.sigma_b2, "q*": scale.q_star, "chi_1": scale.chi_1,
+                     "xi_grad": scale.xi_grad, "xi_c": scale.xi_c})
     return pd.DataFrame(rows)
 
 

@@ -1,5 +1,6 @@
 """Data sets that are generated (here or by the ``mnist1d`` package) or shipped with
-scikit-learn, never downloaded.
+scikit-learn, never downloaded; and MNIST, downloaded once through scikit-learn's
+``fetch_openml`` and cached (engine/mnist.py).
 
 Every loader returns a :class:`Dataset` in the package's features x samples convention: X (d, n),
 targets Y (k, n) with k = 1 (0/1 labels) for two classes and k = C (one-hot) for C > 2 classes.
@@ -188,6 +189,12 @@ def mnist1d(n: int | None, noise: float, rng: RandomSource) -> tuple[Array, Arra
     return X, labels
 
 
+def _mnist(n: int | None, noise: float, rng: RandomSource) -> tuple[Array, Array]:
+    from backprop_lab.engine.mnist import mnist
+
+    return mnist(n, noise, rng)
+
+
 def _breast_cancer() -> object:
     from sklearn.datasets import load_breast_cancer
 
@@ -218,6 +225,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "breast_cancer": DatasetSpec(
         _bundled(_breast_cancer), None, 0.0, "breast cancer, 30-D, 2 classes (sklearn)"
     ),
+    "mnist": DatasetSpec(_mnist, None, 0.0,
+                         "MNIST, 28x28 = 784-D, 10 classes (OpenML, downloaded once, cached)"),
 }
 
 

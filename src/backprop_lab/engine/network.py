@@ -29,7 +29,13 @@ from collections.abc import Callable
 import numpy as np
 
 from backprop_lab.engine.activations import Activation, get_activation
-from backprop_lab.engine.initializers import RandomSource, get_initializer, resolve_init
+from backprop_lab.engine.initializers import (
+    RandomSource,
+    check_variances,
+    draw_biases,
+    get_initializer,
+    resolve_init,
+)
 from backprop_lab.engine.limits import budget, gib
 from backprop_lab.engine.losses import OutputHead, get_output
 
@@ -76,6 +82,9 @@ class MLP:
         init: initializer name (see initializers.INIT_CHOICES); ``auto`` is resolved.
         rng: random source for the weights (Generator or legacy RandomState).
         dtype: float64 (default) or float32.
+        sigma_w2: sigma_w^2 = fan_in Var(W) of ``gaussian`` and ``orthogonal`` (None: 1); the
+            named initializers have their own and take None.
+        sigma_b2: bias variance: biases drawn N(0, sigma_b2) after all weights (0: zeros).
     """
 
     def __init__(
@@ -86,6 +95,8 @@ class MLP:
         init: str = "auto",
         rng: RandomSource | None = None,
         dtype: type | np.dtype = np.float64,
+        sigma_w2: float | None = None,
+        sigma_b2: float = 0.0,
     ) -> None:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2:
@@ -99,6 +110,7 @@ class MLP:
         self.activation: Activation = get_activation(activation)
         self.head: OutputHead = get_output(output)
         self.init = resolve_init(activation, init)
+        self.sigma_w2, self.sigma_b2 = check_variances(self.init, sigma_w2, sigma_b2)
         self.n_layers = len(sizes) - 1
 
         fans = list(zip(sizes[:-1], sizes[1:]))
@@ -132,9 +144,12 @@ class MLP:
             self.grad_biases.append(self.grads[b0:b1].reshape(fan_out, 1))
 
         rng = np.random.default_rng() if rng is None else rng
-        draw = get_initializer(self.init)
+        draw = get_initializer(self.init, self.sigma_w2)
         for W, (fan_in, fan_out) in zip(self.weights, fans):
             W[...] = draw(rng, fan_in, fan_out)
+        if self.sigma_b2 > 0:
+            for b in self.biases:
+                b[...] = draw_biases(rng, b.shape[0], self.sigma_b2)
         self._workspaces: dict[int, Workspace] = {}
 
     # -- structure -----------------------------------------------------------------------------
@@ -253,4 +268,6 @@ class MLP:
     def __repr__(self) -> str:
         arch = "-".join(str(s) for s in self.sizes)
         extra = "" if self.dtype == np.float64 else f", {self.dtype.name}"
-        return f"MLP({arch}, {self.activation.name}, {self.init}{extra})"
+        init = self.init if self.sigma_w2 is None else f"{self.init} {self.sigma_w2:g}"
+        init += f", sigma_b2 {self.sigma_b2:g}" if self.sigma_b2 else ""
+        return f"MLP({arch}, {self.activation.name}, {init}{extra})"

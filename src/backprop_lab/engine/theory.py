@@ -23,10 +23,26 @@ and the back-propagated error's variance changes, going down from layer l+1 to l
     chi^l = n_{l+1} Var(W^{l+1}) E_z[f'(sqrt(q^l) z)^2]
 
 (= sigma_w^2 E[f'^2] for equal widths); its square root is the per-layer factor of ``delta_std``.
-The map's fixed point q* (the limit reached from q^0), chi_1 = sigma_w^2 E[f'(sqrt(q*) z)^2] at
-it and the depth scale xi = -1/ln(chi_1) summarize a deep network: the gradient's variance
-changes by a factor e every xi layers (shrinks for xi > 0, grows for xi < 0; xi = inf at
-criticality, chi_1 = 1).
+The map's fixed point q* (the limit reached from q^0) and chi_1 = sigma_w^2 E[f'(sqrt(q*) z)^2]
+at it summarize a deep network: the gradient's variance changes by chi_1 a layer, a factor e
+every xi_grad = -1/ln(chi_1) layers (shrinks for xi_grad > 0, grows for xi_grad < 0).
+
+**Depth scales** (Schoenholz et al. 2017, "Deep information propagation"), :func:`depth_scale`.
+Two inputs whose pre-activations have correlation c^l move, layer by layer, by the correlation
+map
+
+    c^{l+1} = (sigma_w^2 E[f(u_1) f(u_2)] + sigma_b^2) / q*,
+    u_1 = sqrt(q*) z_1,  u_2 = sqrt(q*) (c z_1 + sqrt(1 - c^2) z_2),  z_1, z_2 ~ N(0, 1),
+
+whose slope at its stable fixed point c* is chi_c = sigma_w^2 E[f'(u_1) f'(u_2)]. c = 1 is
+always fixed with slope chi_1: in the **ordered** phase (chi_1 < 1) it is stable, c* = 1 and
+chi_c = chi_1; in the **chaotic** phase (chi_1 > 1) it repels and c* < 1 is the largest other
+fixed point. The depth scales are xi_q = -1/ln(V'(q*)) (how fast q reaches q*) and
+xi_c = -1/ln(chi_c) (how fast correlations reach c*: information about two inputs' difference
+survives about xi_c layers; networks train when depth is below about 6 xi_c). xi_c is positive
+on both sides and infinite at the order-to-chaos transition chi_1 = 1
+(:func:`critical_sigma_w2`). In the chaotic phase xi_grad is negative and is not xi_c.
+V'(q) = sigma_w^2 E[f(u) f'(u) z] / sqrt(q) (= chi_1 + sigma_w^2 E[f f''] by Stein's lemma).
 
 Expectations over z ~ N(0, 1) are Gaussian quadratures split at z = 0: Gauss-Legendre with
 :data:`QUAD_POINTS` nodes on each half-line, cut at |z| = 12 (beyond it the density is below
@@ -47,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backprop_lab.engine.activations import Activation, get_activation
-from backprop_lab.engine.initializers import resolve_init, weight_variance
+from backprop_lab.engine.initializers import check_variances, resolve_init, weight_variance
 
 QUAD_POINTS = 100  # per half-line
 Z_CUT = 12.0
@@ -88,9 +104,11 @@ def derivative_moment(activation: str | Activation, q: float | np.ndarray) -> fl
     return gaussian_expectation(lambda u: act.derivative(u) ** 2, q)
 
 
-def sigma_w2(init: str, fan_in: int, fan_out: int, activation: str = "tanh") -> float:
-    """sigma_w^2 = fan_in Var(W) of an initializer (``auto`` resolved for ``activation``)."""
-    return fan_in * weight_variance(resolve_init(activation, init), fan_in, fan_out)
+def sigma_w2(init: str, fan_in: int, fan_out: int, activation: str = "tanh",
+             s2: float | None = None) -> float:
+    """sigma_w^2 = fan_in Var(W) of an initializer (``auto`` resolved for ``activation``);
+    ``s2`` is the sigma_w^2 of ``gaussian`` and ``orthogonal`` (None: 1)."""
+    return fan_in * weight_variance(resolve_init(activation, init), fan_in, fan_out, s2)
 
 
 def backprop_std_factor(activation: str, init: str, fan_in: int, fan_out: int) -> float:
@@ -135,36 +153,40 @@ class MeanField:
         return len(self.sizes) - 1
 
 
-def mean_field(activation: str, init: str, sizes: Sequence[int], input_var: float = 1.0,
-               sigma_b2: float = 0.0) -> MeanField:
+def mean_field(activation: str, init: str | None, sizes: Sequence[int], input_var: float = 1.0,
+               sigma_b2: float = 0.0, sigma_w2: float | None = None) -> MeanField:
     """Layer-by-layer variance map and gradient factors of a network at initialization.
 
     Args:
         activation: hidden activation (all hidden layers).
-        init: initializer name (``auto`` resolved for the activation).
+        init: initializer name (``auto`` resolved for the activation); None with ``sigma_w2``:
+            ``gaussian`` (``orthogonal`` has the same mean field).
         sizes: layer widths n_0 (input), n_1, ..., n_L (output); at least one hidden layer.
         input_var: q^0, the data's mean squared input over features and samples (1 for
             standardized data without constant features).
-        sigma_b2: variance of the biases (0: this project starts biases at zero).
+        sigma_b2: variance of the biases (``model.sigma_b2``; 0: zero biases).
+        sigma_w2: sigma_w^2 of ``gaussian`` / ``orthogonal`` (None: 1).
     """
     act = get_activation(activation)
-    init = resolve_init(activation, init)
+    init = resolve_init(activation, "gaussian" if init is None else init)
+    s2_init, _ = check_variances(init, sigma_w2, 0.0)
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) < 3:
         raise ValueError(f"sizes needs an input, a hidden and an output width; got {sizes}")
-    if not input_var >= 0 or not sigma_b2 >= 0:
+    if not input_var >= 0 or not sigma_b2 >= 0:  # NaN fails too
         raise ValueError(f"input_var and sigma_b2 must be >= 0; got {input_var}, {sigma_b2}")
     L = len(sizes) - 1
     fans = list(zip(sizes[:-1], sizes[1:]))
-    s2 = [sigma_w2(init, i, o, activation) for i, o in fans]
+    s2 = [fan_in * weight_variance(init, fan_in, fan_out, s2_init) for fan_in, fan_out in fans]
     q = np.empty(L)
     q[0] = s2[0] * input_var + sigma_b2
     for l in range(1, L):
         q[l] = s2[l] * second_moment(act, q[l - 1]) + sigma_b2
     # chi[l-1]: from layer l+1 down to layer l (1-based), through f' of layer l's q.
-    chi = np.array([o * weight_variance(init, i, o) * derivative_moment(act, q[l - 1])
+    chi = np.array([o * weight_variance(init, i, o, s2_init) * derivative_moment(act, q[l - 1])
                     for l, (i, o) in enumerate(fans[1:], start=1)])
-    linear = np.array([backprop_std_factor(activation, init, i, o) for i, o in fans[1:]])
+    linear = np.array([math.sqrt(o * weight_variance(init, i, o, s2_init) * act.linear_gain)
+                       for i, o in fans[1:]])
     return MeanField(act.name, init, sizes, float(input_var), float(sigma_b2), q, chi, linear)
 
 
@@ -208,34 +230,166 @@ def fixed_point(activation: str, s2: float, q0: float = 1.0, sigma_b2: float = 0
     return 0.0 if result < 1e-11 and not up else result
 
 
+def variance_map_slope(activation: str, s2: float, q: float) -> float:
+    """V'(q) = sigma_w^2 E[f(sqrt(q) z) f'(sqrt(q) z) z] / sqrt(q): the variance map's slope."""
+    act = get_activation(activation)
+    q = max(q, Q_TINY)  # u z / sqrt(q) = u^2 / q
+    return float(s2 * gaussian_expectation(lambda u: act.fn(u) * act.derivative(u) * u, q) / q)
+
+
+def _pair_expectation(g1, g2, q: float, c: float) -> float:
+    """E[g1(u_1) g2(u_2)], (u_1, u_2) Gaussian of variances q and correlation c, by the
+    product of the one-dimensional rule (QUAD_POINTS^2 4 nodes)."""
+    root = math.sqrt(max(q, Q_TINY))
+    u1 = root * _Z[:, None]
+    u2 = root * (c * _Z[:, None] + math.sqrt(max(1.0 - c * c, 0.0)) * _Z[None, :])
+    return float(_W @ (g1(u1) * g2(u2)) @ _W)
+
+
+def correlation_map(activation: str, s2: float, q_star: float, c: float,
+                    sigma_b2: float = 0.0) -> float:
+    """C(c) = (sigma_w^2 E[f(u_1) f(u_2)] + sigma_b^2) / q*: one layer of the correlation map."""
+    act = get_activation(activation)
+    return (s2 * _pair_expectation(act.fn, act.fn, q_star, c) + sigma_b2) / q_star
+
+
+def correlation_fixed_point(activation: str, s2: float, q_star: float, chi_1: float,
+                            sigma_b2: float = 0.0) -> float:
+    """c*: 1 in the ordered phase (chi_1 <= 1); in the chaotic phase the largest c < 1 with
+    C(c) = c (C falls below the diagonal just under 1 there, as its slope at 1 is chi_1 > 1,
+    and C(-1) >= -1), found on a grid and refined by bisection."""
+    if chi_1 <= 1.0 or not math.isfinite(q_star) or q_star <= 0:
+        return 1.0
+
+    def gap(c: float) -> float:
+        return correlation_map(activation, s2, q_star, c, sigma_b2) - c
+
+    grid = np.linspace(-1.0, 1.0, 81)[:-1]
+    values = np.array([gap(c) for c in grid])
+    above = np.flatnonzero(values >= 0)
+    if above.size == 0:
+        return -1.0
+    k = int(above[-1])
+    if k == grid.size - 1:  # C(c) > c up to the grid's last point: look between it and 1
+        a, b = float(grid[k]), 1.0 - 1e-9
+        if gap(b) >= 0:
+            return 1.0
+    else:
+        a, b = float(grid[k]), float(grid[k + 1])
+    for _ in range(60):
+        mid = 0.5 * (a + b)
+        if gap(mid) >= 0:
+            a = mid
+        else:
+            b = mid
+    return 0.5 * (a + b)
+
+
+def _depth(slope: float) -> float:
+    """-1/ln(slope): inf at slope 1, 0 at slope 0."""
+    if math.isclose(slope, 1.0, rel_tol=1e-12, abs_tol=0.0):
+        return math.inf
+    return -1.0 / math.log(slope) if slope > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class DepthScale:
-    """q* (fixed point), chi_1 at it and xi = -1/ln(chi_1) for one activation and sigma_w^2."""
+    """Mean-field summary of a deep network of one activation, sigma_w^2 and sigma_b^2.
 
+    ``q_star`` the variance map's fixed point; ``c_star`` the correlation map's (1 in the ordered
+    phase); ``chi_1`` = sigma_w^2 E[f'(sqrt(q*) z)^2] (the gradient's variance factor a layer);
+    ``chi_c`` = sigma_w^2 E[f'(u_1) f'(u_2)] at c* (the correlation map's slope there);
+    ``xi_q`` = -1/ln V'(q*), ``xi_c`` = -1/ln chi_c (Schoenholz et al. 2017, both > 0, inf at
+    criticality); ``xi_grad`` = -1/ln chi_1 (the gradient's depth scale: negative when it grows,
+    equal to xi_c in the ordered phase only). ``phase``: ordered, critical or chaotic.
+    """
+
+    sigma_w2: float
+    sigma_b2: float
     q_star: float
+    c_star: float
     chi_1: float
-    xi: float
+    chi_c: float
+    xi_q: float
+    xi_c: float
+    xi_grad: float
+
+    @property
+    def phase(self) -> str:
+        if math.isclose(self.chi_1, 1.0, rel_tol=1e-9):
+            return "critical"
+        return "ordered" if self.chi_1 < 1.0 else "chaotic"
+
+    @property
+    def xi(self) -> float:
+        """Old name of ``xi_grad`` (-1/ln chi_1), kept for existing callers."""
+        return self.xi_grad
 
 
-def depth_scale(activation: str, init: str, width: int = 512, q0: float = 1.0,
-                sigma_b2: float = 0.0) -> DepthScale:
-    """q*, chi_1 = sigma_w^2 E[f'(sqrt(q*) z)^2] and xi = -1/ln(chi_1) for a deep network of
-    equal widths ``width`` (sigma_w^2 = width Var(W)), starting from input variance q0."""
-    s2 = sigma_w2(init, width, width, activation)
+def depth_scale(activation: str, init: str | None = None, width: int = 512, q0: float = 1.0,
+                sigma_b2: float = 0.0, *, sigma_w2: float | None = None) -> DepthScale:
+    """q*, c*, chi_1, chi_c, xi_q, xi_c (and xi_grad) of a deep network of equal widths.
+
+    Either ``init`` (a named initializer: sigma_w^2 = width Var(W); ``auto`` resolved for the
+    activation) or ``sigma_w2`` (``init`` None, ``gaussian`` or ``orthogonal``);
+    ``sigma_b2`` the bias variance; q0 the input's variance the map starts from (the fixed
+    point of tanh with sigma_b^2 > 0 does not depend on it).
+
+    >>> round(depth_scale("tanh", sigma_w2=2.0, sigma_b2=0.05).xi_c, 1)
+    25.2
+    """
+    init = resolve_init(activation, "gaussian" if init is None else init)
+    s2_init, sigma_b2 = check_variances(init, sigma_w2, sigma_b2)
+    s2 = width * weight_variance(init, width, width, s2_init)
     q_star = fixed_point(activation, s2, q0, sigma_b2)
     q_eval = min(q_star, Q_HUGE)  # homogeneous activations (relu): chi does not depend on q
     chi_1 = float(s2 * derivative_moment(activation, q_eval))
-    if math.isclose(chi_1, 1.0, rel_tol=1e-12, abs_tol=0.0):
-        xi = math.inf
+    c_star = correlation_fixed_point(activation, s2, q_star, chi_1, sigma_b2)
+    if c_star >= 1.0:
+        chi_c = chi_1
     else:
-        xi = -1.0 / math.log(chi_1) if chi_1 > 0 else 0.0
-    return DepthScale(q_star, chi_1, xi)
+        act = get_activation(activation)
+        chi_c = s2 * _pair_expectation(act.derivative, act.derivative, q_star, c_star)
+    slope_q = variance_map_slope(activation, s2, q_eval) if q_star > 0 else chi_1
+    return DepthScale(sigma_w2=s2, sigma_b2=sigma_b2, q_star=q_star, c_star=c_star,
+                      chi_1=chi_1, chi_c=chi_c, xi_q=_depth(slope_q), xi_c=_depth(chi_c),
+                      xi_grad=_depth(chi_1))
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float = 0.0, q0: float = 1.0,
+                      low: float = 1e-2, high: float = 1e3) -> float:
+    """The sigma_w^2 at which chi_1 = 1 for bias variance ``sigma_b2``: the order-to-chaos line
+    (tanh: 1 at sigma_b^2 = 0, about 1.76 at 0.05). Bisection in log sigma_w^2 between ``low``
+    and ``high``; a ValueError when chi_1 - 1 does not change sign there."""
+
+    def excess(s2: float) -> float:
+        q_star = min(fixed_point(activation, s2, q0, sigma_b2), Q_HUGE)
+        return float(s2 * derivative_moment(activation, q_star)) - 1.0
+
+    a, b = math.log(low), math.log(high)
+    fa, fb = excess(low), excess(high)
+    if fa * fb > 0:
+        raise ValueError(f"chi_1 - 1 does not change sign for {activation} with sigma_b2="
+                         f"{sigma_b2} between sigma_w2={low} ({fa:+.3g}) and {high} ({fb:+.3g})")
+    for _ in range(80):
+        mid = 0.5 * (a + b)
+        fm = excess(math.exp(mid))
+        if (fm > 0) == (fb > 0):
+            b = mid
+        else:
+            a = mid
+        if b - a < 1e-12:
+            break
+    return math.exp(0.5 * (a + b))
 
 
 __all__ = [
     "DepthScale",
     "MeanField",
     "backprop_std_factor",
+    "correlation_fixed_point",
+    "correlation_map",
+    "critical_sigma_w2",
     "depth_scale",
     "derivative_moment",
     "fixed_point",
@@ -245,4 +399,5 @@ __all__ = [
     "second_moment",
     "sigma_w2",
     "variance_map",
+    "variance_map_slope",
 ]

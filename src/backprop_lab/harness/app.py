@@ -147,6 +147,12 @@ def _train_and_track(cfg: DictConfig) -> dict:
 
     history_log = HistoryLog(ctx.output_dir / HISTORY_FILE)
     callbacks.insert(0, history_log)  # the job's own record, before the store's
+    jacobian = None
+    if cfg.jacobian_probes:
+        from backprop_lab.engine.jacobian import JacobianProbe
+
+        jacobian = JacobianProbe(cfg.jacobian_probes, cfg.histogram_every)
+        callbacks.append(jacobian)
     ending, result, error, interrupted = Ending("failed"), None, None, None
     setup_s = time.perf_counter() - tic  # build, tracking set-up, the job's record
     try:
@@ -155,7 +161,8 @@ def _train_and_track(cfg: DictConfig) -> dict:
                            batch_size=built.batch_size, callbacks=[holder, *callbacks],
                            diagnostics=cfg.diagnostics, histogram_every=cfg.histogram_every,
                            rng=built.shuffle_rng)
-        ending = Ending(result.status, history=result.history, histograms=result.histograms)
+        ending = Ending(result.status, history=result.history, histograms=result.histograms,
+                        jacobian=jacobian)
         if result.status == "diverged":
             ending.reason = f"training loss not finite at epoch {result.diverged_epoch}"
         elif result.status == "stopped":  # only the pruning callback stops training

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from backprop_lab.engine.initializers import NAMED_SIGMA_W2
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
@@ -96,7 +97,8 @@ def build(cfg: DictConfig) -> Built:
         net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
                   activation=cfg.activation.name,
                   output=output,
-                  init=cfg.model.init.name, rng=init_rng, dtype=dtype)
+                  init=cfg.model.init.name, rng=init_rng, dtype=dtype,
+                  sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
                                       *(f"model.{k}" for k in cfg.model)]) from None
@@ -122,6 +124,9 @@ def derived_params(built: Built) -> dict[str, Any]:
         "net.depth": len(hidden),
         "net.width": max(hidden, default=0),
         "net.init": net.init,
+        # sigma_w^2 = fan_in Var(W) (the named initializers': for equal widths) and sigma_b^2
+        "net.sigma_w2": net.sigma_w2 if net.sigma_w2 is not None else NAMED_SIGMA_W2[net.init],
+        "net.sigma_b2": net.sigma_b2,
         "net.output": net.head.name,
         "net.n_params": net.params.size,
         "net.repr": repr(net),

@@ -62,6 +62,10 @@ class DatasetConfig:
 class ModelConfig:
     name: str = MISSING
     init: Init = Init.auto  # auto: he for relu/leaky_relu, lecun otherwise (the notebook's rule)
+    # sigma_w^2 = fan_in Var(W) for init=gaussian/orthogonal (null: 1); the named initializers
+    # have their own (engine/initializers.py) and reject a value here.
+    sigma_w2: float | None = None
+    sigma_b2: float = 0.0  # biases drawn N(0, sigma_b2); 0: zeros
     output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
 
 
@@ -135,6 +139,10 @@ class Config:
     threads: int | None = 1  # BLAS threads per job (threadpoolctl); None leaves BLAS alone
     diagnostics: bool = True  # per-layer gradient/activation statistics every epoch
     histogram_every: int = 100  # weight/grad/activation histograms every n epochs; 0 = none
+    # Singular values of the input-output Jacobian on this many probe inputs, at init, at the
+    # histogram epochs and at the end (engine/jacobian.py): jacobian/* metrics and jacobian.npz.
+    # 0: off.
+    jacobian_probes: int = 0
     progress: bool = True  # tqdm bar per run
     # The run's figures (curves, decision boundary, gradient flow) in its folder and artifacts.
     # null: for a single run, not for each job of a sweep (render any run's later with
@@ -215,6 +223,8 @@ def validate(cfg: DictConfig) -> None:
             ("threads", cfg.threads is None or cfg.threads >= 1,
              "must be a positive integer (or null to leave BLAS alone)"),
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
+            ("jacobian_probes", cfg.jacobian_probes >= 0,
+             "must be an integer >= 0 (0: no Jacobian spectrum)"),
             ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
              f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error

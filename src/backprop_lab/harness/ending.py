@@ -14,8 +14,9 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.contract import STATUS, SUMMARY_FILE
@@ -43,6 +44,7 @@ class Ending:
     # tracking/restore.py marks the run with once it has put the missing epochs back.
     training_outcome: str | None = None
     training_reason: str | None = None
+    jacobian: Any = None  # engine.jacobian.JacobianProbe of a run with jacobian_probes
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -126,6 +128,10 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             if history is not None:
                 tracker.attach(history)
             tracker.flush(final=True)
+            if ending.jacobian is not None and ending.jacobian.records:
+                names, steps, values = ending.jacobian.metric_block()
+                now = np.full(steps.size, int(time.time() * 1000), dtype=np.int64)
+                tracker.backend.log_metrics(tracker.run_id, names, steps, values, now)
             tracker.backend.flush()
         except Exception as exc:  # keep going: the outputs still matter
             store_error = exc
@@ -134,7 +140,8 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     saved = True
     try:
         save_outputs(cfg, built.net, built.dataset, history, ending.histograms, ctx.output_dir,
-                     figures=figures, title=ctx.run_name, write_history=not history_written)
+                     figures=figures, title=ctx.run_name, write_history=not history_written,
+                     jacobian=ending.jacobian.arrays() if ending.jacobian is not None else None)
     except Exception as exc:
         saved = False
         _warn(f"could not save the run's outputs in {ctx.output_dir}: {exc}")
@@ -144,6 +151,8 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     if tracker is None:
         return f"kept {files}."
     timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
+    if ending.jacobian is not None:
+        timings["backprop_lab.seconds.jacobian"] = f"{ending.jacobian.seconds:.3f}"
     images = cfg.tracking.images if cfg.tracking.images is not None else not ctx.multirun
     if (images and ending.outcome != "killed"  # stopping should be quick
             and cfg.tracking.log_artifacts and store_error is None):

@@ -43,6 +43,8 @@ def _short(key: str, value: str) -> str:
         return f"{last}={value}"
     if len(value) > 10:  # a value a search sampled, e.g. 0.012345678901234
         value = f"{number:.4g}"
+    if last[-1].isdigit():  # sigma_w2=1.76, not sigma_w21.76
+        return f"{last}={value}"
     return f"{last}{value}"  # depth10, seed1, lr0.1
 
 

@@ -6,6 +6,8 @@
                      MLflow metric name; 9 significant digits, NaN as an empty field
     histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65));
                      kinds: weights, grads, activations, deltas (back-propagated errors)
+    jacobian.npz     the Jacobian spectra, with jacobian_probes > 0 (engine/jacobian.py's
+                     JacobianProbe.arrays: epoch, io (n, P, k), layer_NN, theory_mean_sq, ...)
     figures/         the run's figures (run_figures.py), when asked for
 """
 
@@ -21,6 +23,7 @@ from backprop_lab.contract import (
     FIGURES_DIR,
     HISTOGRAMS_FILE,
     HISTORY_FILE,
+    JACOBIAN_FILE,
     WEIGHTS_FILE,
 )
 from backprop_lab.harness.config import to_plain
@@ -38,10 +41,11 @@ def write_history_csv(history, path: Path) -> None:
 
 
 def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Path,
-                 *, figures: bool, title: str, write_history: bool = True) -> None:
+                 *, figures: bool, title: str, write_history: bool = True,
+                 jacobian: dict | None = None) -> None:
     """config.yaml (credentials masked), weights.npz, history.csv (unless ``write_history`` is
-    false: harness/history_log.py wrote it as training went), histograms.npz and figures/ into
-    ``folder``."""
+    false: harness/history_log.py wrote it as training went), histograms.npz, jacobian.npz and
+    figures/ into ``folder``."""
     from backprop_lab.tracking.secrets import mask_tree
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,8 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
             counts=np.stack([h.counts for h in histograms]),
             edges=np.stack([h.edges for h in histograms]),
         )
+    if jacobian:
+        np.savez_compressed(folder / JACOBIAN_FILE, **jacobian)
     if figures and history is not None and history.n_rows:
         from backprop_lab.harness.run_figures import save_run_figures
 
@@ -77,6 +83,7 @@ def artifact_specs(folder: Path) -> list:
         ArtifactSpec(folder / WEIGHTS_FILE),
         ArtifactSpec(folder / HISTORY_FILE),
         ArtifactSpec(folder / HISTOGRAMS_FILE),
+        ArtifactSpec(folder / JACOBIAN_FILE),
         ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
         ArtifactSpec(folder / IMAGES_DIR, IMAGES_DIR),  # the UI's image charts (step_images.py)
     ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .common import Claim, PaperReport, draw, paper_markdown
 
-PAPERS = ("glorot_bengio", "he_init_depth")
+PAPERS = ("glorot_bengio", "he_init_depth", "schoenholz_depth_scale", "dynamical_isometry")
 
 
 def build_report(paper: str, sweep) -> PaperReport:
@@ -24,6 +24,14 @@ def build_report(paper: str, sweep) -> PaperReport:
         return report(sweep, load_histograms(sweep.uri, sweep.runs))
     if paper == "he_init_depth":
         from .he_init_depth import report
+
+        return report(sweep)
+    if paper == "schoenholz_depth_scale":
+        from .schoenholz_depth_scale import report
+
+        return report(sweep)
+    if paper == "dynamical_isometry":
+        from .dynamical_isometry import report
 
         return report(sweep)
     raise ValueError(f"unknown paper {paper!r}; valid choices: {', '.join(PAPERS)}")

@@ -3,10 +3,13 @@ markdown that states each claim, our measurement and whether it holds."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -16,7 +19,7 @@ from ..summary import markdown_table
 @dataclass
 class Claim:
     """One statement of a paper, what we measured for it, and whether it holds (None: the data
-    cannot tell, e.g. the configuration was not run)."""
+    cannot tell, e.g. the configuration was not run, or a difference within its error)."""
 
     claim: str
     measurement: str
@@ -24,7 +27,7 @@ class Claim:
 
     @property
     def verdict(self) -> str:
-        return {True: "yes", False: "no", None: "n/a"}[self.holds]
+        return {True: "yes", False: "no", None: "undecided"}[self.holds]
 
 
 @dataclass
@@ -37,6 +40,46 @@ class PaperReport:
     claims: list[Claim]
     tables: dict[str, str] = field(default_factory=dict)
     figures: dict[str, Callable[[], Figure]] = field(default_factory=dict)
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """mean(a) - mean(b) and its standard error sqrt(var(a)/n_a + var(b)/n_b) (Welch); the
+    error is NaN with fewer than two values on a side."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return float(np.mean(a) - np.mean(b)) if a.size and b.size else math.nan, math.nan
+    return (float(a.mean() - b.mean()),
+            math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+
+
+def decide(diff: float, se: float, k: float = 2.0) -> bool | None:
+    """True when diff > k se, False when diff < -k se, None (undecided) in between or when the
+    error is unknown."""
+    if not (math.isfinite(diff) and math.isfinite(se)):
+        return None
+    return True if diff > k * se else False if diff < -k * se else None
+
+
+def spearman_p(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rank correlation of x and y (average ranks for ties) and its exact one-sided
+    p-value (a correlation at least as large) over every permutation of y: for n = 5, 120."""
+    rx = _ranks(np.asarray(x, dtype=float))
+    ry = _ranks(np.asarray(y, dtype=float))
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:  # all tied: no ordering to correlate
+        return math.nan, 1.0
+    rho = float(np.corrcoef(rx, ry)[0, 1])
+    perms = [float(np.corrcoef(rx, ry[list(p)])[0, 1])
+             for p in itertools.permutations(range(len(ry)))]
+    return rho, float(np.mean(np.array(perms) >= rho - 1e-12))
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(v.size)
+    ranks[order] = np.arange(1, v.size + 1)
+    for value in np.unique(v):  # ties: their average rank
+        ranks[v == value] = ranks[v == value].mean()
+    return ranks
 
 
 def draw(makers: dict[str, Callable[[], Figure]]) -> dict[str, Figure]:

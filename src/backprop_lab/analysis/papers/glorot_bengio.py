@@ -20,7 +20,7 @@ from backprop_lab.engine.history import layer_metric_name
 from .. import mean_field
 from ..histograms import pooled, quantile
 from ..summary import markdown_table
-from .common import Claim, PaperReport, fmt
+from .common import Claim, PaperReport, decide, difference, spearman_p
 
 ACTIVATIONS = ("sigmoid", "tanh", "softsign")
 INITS = ("standard", "xavier_uniform")
@@ -72,13 +72,14 @@ def error_table(runs: pd.DataFrame) -> pd.DataFrame:
                              ).reset_index(drop=True)
 
 
-def _ordering(table: pd.DataFrame, dataset: str) -> tuple[str, str, float]:
-    """(their order, ours, Spearman correlation) over the five configurations of Table 1."""
+def _ordering(table: pd.DataFrame, dataset: str) -> tuple[str, str, float, float]:
+    """(their order, ours, Spearman correlation, its exact one-sided p-value) over the five
+    configurations of Table 1."""
     sub = table[(table["dataset"] == dataset) & table["paper (MNIST)"].notna()]
     theirs = sub.sort_values("paper (MNIST)")["config"].tolist()
     ours = sub.sort_values("error % mean")["config"].tolist()
-    rho = float(sub["paper (MNIST)"].rank().corr(sub["error % mean"].rank()))
-    return " < ".join(theirs), " < ".join(ours), rho
+    rho, p = spearman_p(sub["paper (MNIST)"], sub["error % mean"])
+    return " < ".join(theirs), " < ".join(ours), rho, p
 
 
 # -- claims -------------------------------------------------------------------------------------
@@ -89,95 +90,142 @@ def _series(histories: pd.DataFrame, metric: str, layer: int, **where) -> pd.Ser
     return sub.groupby("epoch")["value"].mean()
 
 
+def _per_run(histories: pd.DataFrame, metric: str, layer: int, epoch: int = 0,
+             **where) -> pd.Series:
+    """One value per run: ``metric`` of ``layer`` at ``epoch``, for the runs matching where."""
+    sub = histories[(histories["metric"] == metric) & (histories["layer"] == layer)
+                    & (histories["epoch"] == epoch)]
+    for key, value in where.items():
+        sub = sub[sub[key] == value]
+    return sub.groupby("run_id", observed=True)["value"].first().astype(float)
+
+
+def _pm(diff: float, se: float) -> str:
+    return f"{diff:+.3g} ± {se:.2g}"
+
+
+SEEDS_RULE = "2 SE: the difference of the means over seeds against its standard error"
+
+
 def claims(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Claim]:
     out: list[Claim] = []
     top = _top_hidden(histories)
     datasets = _datasets(runs)
     for dataset in datasets:
-        curve = _series(histories, "act_mean", top, dataset=dataset, activation="sigmoid",
-                        init="standard")
-        if curve.empty:
+        sub = histories[(histories["metric"] == "act_mean") & (histories["layer"] == top)
+                        & (histories["dataset"] == dataset)
+                        & (histories["activation"] == "sigmoid")
+                        & (histories["init"] == "standard")]
+        if sub.empty:
             continue
-        epochs = int(curve.index.max())
+        epochs = int(sub["epoch"].max())
         early = max(1, int(round(EARLY * epochs)))
-        start, at_early = float(curve.iloc[0]), float(curve.loc[:early].min())
-        low_epoch = int(curve.idxmin())
+        falls, said = 0, []
+        for _, run in sub.groupby("run_id", observed=True):
+            curve = run.set_index("epoch")["value"].sort_index().astype(float)
+            start, at_early = float(curve.iloc[0]), float(curve.loc[:early].min())
+            falls += bool(at_early < 0.5 * start)
+            said.append(f"{start:.3f} -> {at_early:.3f} -> {float(curve.iloc[-1]):.3f}")
+        n = sub["run_id"].nunique()
         out.append(Claim(
             f"{dataset}: with sigmoid (standard init) the top hidden layer's mean activation "
-            f"falls toward 0 early in training (Fig. 2; rule: below half its initial value "
-            f"within the first {EARLY:.0%} of the epochs)",
-            f"{layer_metric_name('act_mean', top)} (mean over seeds): {start:.3f} at init, lowest "
-            f"{at_early:.3f} by epoch {early}, lowest overall {float(curve.min()):.3f} at "
-            f"epoch {low_epoch}, {float(curve.iloc[-1]):.3f} at the end (epoch {epochs})",
-            at_early < 0.5 * start))
+            f"falls toward 0 early in training (Fig. 2; rule: in every seed, below half its "
+            f"initial value within the first {EARLY:.0%} of the epochs)",
+            f"{layer_metric_name('act_mean', top)} at init -> lowest by epoch {early} -> at "
+            f"epoch {epochs}, per seed: {', '.join(said)}; {falls} of {n} seeds fall below "
+            f"half", falls == n))
     first = datasets[0] if datasets else None
     if first is not None:
         for activation in ACTIVATIONS:
             ratios = {}
             for init in INITS:
-                d1 = _series(histories, "delta_std", 1, dataset=first, activation=activation,
-                             init=init)
-                dt = _series(histories, "delta_std", top, dataset=first,
-                             activation=activation, init=init)
-                if len(d1) and len(dt):
-                    ratios[init] = float(d1.iloc[0] / dt.iloc[0])
+                where = {"dataset": first, "activation": activation, "init": init}
+                d1 = _per_run(histories, "delta_std", 1, **where)
+                dt = _per_run(histories, "delta_std", top, **where)
+                ratio = (d1 / dt).dropna()
+                if len(ratio):
+                    ratios[init] = ratio
             if len(ratios) == 2:
-                holds = bool(ratios["standard"] < 1
-                             and abs(np.log(ratios["xavier_uniform"]))
-                             < abs(np.log(ratios["standard"])))
+                std, norm = ratios["standard"], ratios["xavier_uniform"]
+                # how far from 1 (no shrinking): |log ratio|, standard minus normalized
+                diff, se = difference(np.abs(np.log(std)), np.abs(np.log(norm)))
+                closer = decide(diff, se)
+                holds = None if closer is None else bool(closer and (std < 1).all())
                 out.append(Claim(
                     f"{first}, {activation}: at initialization the back-propagated gradient "
                     f"shrinks toward the input with standard init, and less with normalized "
-                    f"init (Sec. 4.2.2, Fig. 7; rule: std(δ) layer 1 / layer {top} below 1 for "
-                    f"standard and closer to 1 for normalized)",
-                    f"std(δ) layer 1 / layer {top}: standard {ratios['standard']:.3f}, "
-                    f"normalized {ratios['xavier_uniform']:.3f}", holds))
+                    f"init (Sec. 4.2.2, Fig. 7; rule: std(δ) layer 1 / layer {top} below 1 in "
+                    f"every standard seed, and |ln ratio| smaller for normalized by {SEEDS_RULE})",
+                    f"std(δ) layer 1 / layer {top} (geometric mean over seeds): standard "
+                    f"{float(np.exp(np.log(std).mean())):.3g} ({int((std < 1).sum())} of "
+                    f"{len(std)} below 1), normalized {float(np.exp(np.log(norm).mean())):.3g}; "
+                    f"|ln ratio| standard - normalized {_pm(diff, se)}", holds))
         ratios = {}
         for init in INITS:
-            a1 = _series(histories, "act_std", 1, dataset=first, activation="tanh", init=init)
-            at = _series(histories, "act_std", top, dataset=first, activation="tanh", init=init)
-            if len(a1) and len(at):
-                ratios[init] = float(at.iloc[0] / a1.iloc[0])
+            where = {"dataset": first, "activation": "tanh", "init": init}
+            a1 = _per_run(histories, "act_std", 1, **where)
+            at = _per_run(histories, "act_std", top, **where)
+            ratio = (at / a1).dropna()
+            if len(ratio):
+                ratios[init] = ratio
         if len(ratios) == 2:
+            diff, se = difference(ratios["xavier_uniform"], ratios["standard"])
             out.append(Claim(
                 f"{first}, tanh: at initialization the activations of higher layers concentrate "
                 f"at 0 with standard init, less with normalized init (Fig. 6; rule: std(a) "
-                f"layer {top} / layer 1 smaller for standard)",
-                f"std(a) layer {top} / layer 1: standard {ratios['standard']:.3f}, normalized "
-                f"{ratios['xavier_uniform']:.3f}",
-                bool(ratios["standard"] < ratios["xavier_uniform"])))
+                f"layer {top} / layer 1 smaller for standard by {SEEDS_RULE})",
+                f"std(a) layer {top} / layer 1 (mean over seeds): standard "
+                f"{ratios['standard'].mean():.3f}, normalized "
+                f"{ratios['xavier_uniform'].mean():.3f}; normalized - standard {_pm(diff, se)}",
+                decide(diff, se)))
+    data = runs.dropna(subset=["val/accuracy"]).copy()
+    data["error"] = 100.0 * (1.0 - data["val/accuracy"].astype(float))
+    data["config"] = [config_name(a, i) for a, i in zip(data["activation"], data["init"])]
     table = error_table(runs)
     for dataset in datasets:
         sub = table[table["dataset"] == dataset].set_index("config")
         if sub.empty:
             continue
+        errors = {c: g["error"].to_numpy() for c, g in data[data["dataset"] == dataset
+                                                            ].groupby("config")}
         mean = sub["error % mean"]
         in_paper = sub[sub["paper (MNIST)"].notna()]
         if "sigmoid" in mean.index and len(in_paper) > 1:
-            worst = in_paper["error % mean"].idxmax()
+            others = [c for c in in_paper.index if c != "sigmoid"]
+            gaps = {c: difference(errors["sigmoid"], errors[c]) for c in others}
+            verdicts = [decide(*gaps[c]) for c in others]
+            holds = (False if any(v is False for v in verdicts)
+                     else True if all(verdicts) else None)
             out.append(Claim(
                 f"{dataset}: sigmoid has the highest test error of Table 1's five "
-                f"configurations (2.21% on MNIST)",
-                "held-out error %: " + ", ".join(f"{c} {v:.1f}" for c, v in
-                                                  in_paper["error % mean"].items()),
-                worst == "sigmoid"))
+                f"configurations (2.21% on MNIST; rule: above each other one by {SEEDS_RULE})",
+                "held-out error % (mean over seeds): " + ", ".join(
+                    f"{c} {v:.1f}" for c, v in in_paper["error % mean"].items())
+                + "; sigmoid minus " + ", ".join(f"{c} {_pm(*gaps[c])}" for c in others),
+                holds))
         if {"tanh", "tanh N"} <= set(mean.index):
+            diff, se = difference(errors["tanh"], errors["tanh N"])
             out.append(Claim(
-                f"{dataset}: normalized init lowers tanh's test error (1.76% -> 1.64%)",
-                f"tanh {mean['tanh']:.1f} ± {fmt(sub.loc['tanh', 'std'], 2)}%, tanh N "
-                f"{mean['tanh N']:.1f} ± {fmt(sub.loc['tanh N', 'std'], 2)}% (mean ± std over "
-                f"seeds)", bool(mean["tanh N"] < mean["tanh"])))
+                f"{dataset}: normalized init lowers tanh's test error (1.76% -> 1.64%; rule: "
+                f"{SEEDS_RULE})",
+                f"tanh {mean['tanh']:.2f}%, tanh N {mean['tanh N']:.2f}% (mean over "
+                f"{len(errors['tanh'])} and {len(errors['tanh N'])} seeds); tanh - tanh N "
+                f"{_pm(diff, se)} points", decide(diff, se)))
         if {"softsign", "tanh"} <= set(mean.index):
+            diff, se = difference(errors["tanh"], errors["softsign"])
             out.append(Claim(
-                f"{dataset}: softsign beats tanh with standard init (1.64% vs 1.76%)",
-                f"softsign {mean['softsign']:.1f}%, tanh {mean['tanh']:.1f}%",
-                bool(mean["softsign"] < mean["tanh"])))
+                f"{dataset}: softsign beats tanh with standard init (1.64% vs 1.76%; rule: "
+                f"{SEEDS_RULE})",
+                f"softsign {mean['softsign']:.2f}%, tanh {mean['tanh']:.2f}%; tanh - softsign "
+                f"{_pm(diff, se)} points", decide(diff, se)))
         if len(in_paper) == 5:
-            theirs, ours, rho = _ordering(table, dataset)
+            theirs, ours, rho, p = _ordering(table, dataset)
             out.append(Claim(
-                f"{dataset}: the ordering of Table 1 (theirs: {theirs})",
-                f"ours: {ours}; Spearman rank correlation {rho:.2f} (ties in theirs)",
-                bool(rho > 0.5)))
+                f"{dataset}: the ordering of Table 1 (theirs: {theirs}; rule: Spearman's "
+                f"rank correlation of the mean errors, exact one-sided p < 0.05 over the 120 "
+                f"orderings)",
+                f"ours: {ours}; Spearman {rho:.2f} (ties in theirs), p = {p:.2f}",
+                bool(p < 0.05)))
     factors = mean_field.factor_table(histories, runs)
     if not factors.empty:
         worst = float(np.max(np.abs(factors["ratio"] - 1)))
@@ -393,7 +441,8 @@ def report(sweep, histograms: pd.DataFrame) -> PaperReport:
             wide, floatfmt=".3f")
     scales = mean_field.depth_scale_table(runs)
     if not scales.empty:
-        tables["Mean-field fixed point q*, chi_1 and depth scale xi = -1/ln(chi_1) of each "
+        tables["Mean-field fixed point q*, chi_1, the gradient's depth scale "
+               "xi_grad = -1/ln(chi_1) and the correlation depth scale xi_c of each "
                "configuration (equal widths)"] = markdown_table(scales, floatfmt=".3g")
     figures = {
         "fig2_sigmoid_activations": lambda: plot_sigmoid_activations(histories),
