@@ -13,7 +13,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(MAKE) --no-print-directory plotly-cartesian
 	touch $@
+
+# plotly.js's cartesian bundle (scatter plots and heat maps: all the gradient-flow page draws,
+# analysis/gradient_flow.py), from the npm registry: 1.5 MB against the 4.8 MB full bundle of
+# the plotly package, which the page falls back to when npm is missing (docs/gradient_flow.md).
+PLOTLY_JS_VERSION := 4.1.1
+PLOTLY_CARTESIAN := $(VENV)/share/backprop-lab/plotly-cartesian.min.js
+.PHONY: plotly-cartesian
+plotly-cartesian: $(PLOTLY_CARTESIAN)
+$(PLOTLY_CARTESIAN):
+	@mkdir -p $(@D)
+	@if command -v npm > /dev/null; then \
+	  tmp=$$(mktemp -d) && \
+	  (cd $$tmp && npm pack --silent plotly.js-cartesian-dist-min@$(PLOTLY_JS_VERSION) > /dev/null \
+	   && tar xzf plotly.js-cartesian-dist-min-$(PLOTLY_JS_VERSION).tgz) && \
+	  cp $$tmp/package/LICENSE $(@D)/plotly-cartesian.LICENSE && \
+	  cp $$tmp/package/plotly-cartesian.min.js $@; rm -rf $$tmp; \
+	else echo "npm not found: the gradient-flow page will inline plotly's full bundle"; fi
 
 # Plus the test tools and PyTorch CPU (the autograd oracle of the tests, the benchmarks' peer).
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -12,6 +12,7 @@ Benchmarks (module benchmarks/bench_<name>.py):
     flops        achieved GFLOP/s of a wide network against np.matmul on the same shapes
     multirun     six Hydra jobs: basic launcher against joblib with two workers
     memory       peak resident memory against parameters + cached activations
+    cures        residual, layer/batch norm, clipping: cost per epoch vs plain and vs torch
     floor        the operations no numpy engine can avoid, numpy against torch (benchmark 1's
                  floor), and how close our trainer is to it
     study        a 36-run study's efficiency (training time / wall time), basic and joblib,
@@ -57,8 +58,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
 )
 
-BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "floor",
-              "study", "scaling")
+BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "cures",
+              "floor", "study", "scaling")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 # Tables whose informative rows belong in the summary: the floor proof of benchmark 1's rows.
 SUMMARY_INFO = {"floor"}

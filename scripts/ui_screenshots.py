@@ -4,8 +4,9 @@
 
 Starts ``mlflow ui`` on 127.0.0.1 (a free port) over the store, opens the newest sweep's runs
 page (the parent, expanded to its children), a child's metric charts (per-layer charts in
-layer order), its image charts (gradient profile and histograms with their step slider,
-enlarged), and the parent's description (the sweep's table); each check raises
+layer order), the parent's gradient-flow page in its artifact view (drawn inside MLflow's
+iframe, its epoch slider moved, a value hovered), and the parent's description (the sweep's
+table); each check raises
 AssertionError naming what is missing. Needs playwright (``pip install -e '.[browser]'``) and
 a Chromium: Debian's (``apt-get install chromium``) or ``$CHROMIUM``. The tests
 (tests/test_browser_ui.py) call :func:`check_pages`.
@@ -96,20 +97,64 @@ def sweep_runs(uri: str, experiment: str = "backprop-lab", sweep: str | None = N
     return exp.experiment_id, parent, children
 
 
+SORT_METRIC = "vanishing/log10_ratio_init"
+
+
+def sorted_runs_url(base: str, experiment_id: str, metric: str = SORT_METRIC) -> str:
+    """The runs table sorted by ``metric``, lowest first (the most vanished gradient on top)."""
+    from urllib.parse import quote
+
+    return (f"{base}/#/experiments/{experiment_id}/runs"
+            f"?orderByKey={quote(f'metrics.`{metric}`')}&orderByAsc=true")
+
+
 def _close_assistant(page) -> None:
     """The UI's assistant panel (it only answers when asked) takes a third of the page."""
     with contextlib.suppress(Exception):
         page.get_by_role("button", name="Close").first.click(timeout=2000)
 
 
+def check_gradient_flow(page, base: str, experiment_id: str, parent, out: Path) -> None:
+    """The parent's ``gradient_flow.html`` in its artifact view: MLflow renders it in an iframe,
+    where its plots must be drawn, the epoch slider must move the plotted epoch, and a hover
+    must show a value. Screenshots: gradient_flow_mlflow.png, gradient_flow_hover.png."""
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts")
+    _close_assistant(page)
+    page.get_by_text("gradient_flow.html", exact=True).first.click()
+    frame = page.frame_locator("iframe").first
+    frame.locator('body[data-ready="1"]').wait_for()  # the page sets it once all is drawn
+    title = frame.locator("#profile .gtitle")
+    assert "at epoch 0" in title.text_content(), title.text_content()  # SVG text
+    assert frame.locator("#profile .scatterlayer .trace").count() >= 2, "no profile lines"
+    assert frame.locator("#heatmaps .heatmaplayer image, #heatmaps .hm image").count() >= 1, \
+        "no heat map"
+    page.screenshot(path=str(out / "gradient_flow_mlflow.png"))
+    # The slider to its end: the profile is redrawn at the last epoch.
+    epochs = frame.locator("body").evaluate("() => window.gradientFlow.epochs")
+    frame.locator("#epoch").fill(str(len(epochs) - 1))
+    frame.locator("#profile .gtitle", has_text=f"at epoch {epochs[-1]}").wait_for()
+    assert frame.locator("#epoch-label").inner_text() == f"epoch {epochs[-1]}"
+    # A hover over the first point of the first line shows its value.
+    frame.locator("#profile").evaluate("e => e.scrollIntoView({block: 'center'})")
+    point = frame.locator("#profile .scatterlayer .trace .points path").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    for dx in (1, 0):  # Plotly hovers on mouse moves
+        page.mouse.move(box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2)
+    hover = frame.locator("#profile .hoverlayer .hovertext").first
+    hover.wait_for()
+    text = hover.text_content()
+    assert re.search(r"layer 1: .+ = \d", text), text
+    page.screenshot(path=str(out / "gradient_flow_hover.png"))
+
+
 def check_pages(base: str, experiment_id: str, parent, children, out: Path,
-                image_child=None, image_steps: tuple[int, ...] = (0,)) -> dict[str, float]:
-    """Open the pages, check them, save screenshots into ``out``; seconds per page.
-    ``image_steps``: the steps of the child's images (the slider must reach the last)."""
-    from playwright.sync_api import expect, sync_playwright
+                child=None) -> dict[str, float]:
+    """Open the pages, check them, save screenshots into ``out``; seconds per page."""
+    from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
-    child = image_child or children[0]
+    child = child or children[0]
     seconds = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(),
@@ -159,34 +204,10 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             page.screenshot(path=str(out / "run_metric_charts_log10.png"))
             seconds["metric charts"] = time.perf_counter() - tic
 
-            # 3. Its image charts: the keys' cards, enlarged, the image at the first step,
-            #    then at the last step through the slider.
+            # 3. The parent's gradient-flow page, in MLflow's artifact view (an iframe).
             tic = time.perf_counter()
-            if child.data.tags.get("mlflow.loggedImages") is None:
-                image_steps = ()  # no images to check: skip to the parent
-            if image_steps:
-                search.fill("gradient_profile")
-                card = cards.filter(has_text="gradient_profile").first
-                card.wait_for()
-                page.screenshot(path=str(out / "run_image_charts.png"))
-                card.locator("button").first.click()  # enlarge
-                dialog = page.get_by_role("dialog")
-                shown = ("s => Array.from(document.querySelectorAll('[role=dialog] img'))"
-                         ".some(i => i.src.includes(s) && i.complete && i.naturalWidth > 0)")
-                page.wait_for_function(shown, arg="gradient_profile%2Bstep%2B0%2B")
-                last = max(image_steps)
-                thumb = dialog.get_by_role("slider").first  # the step slider's thumb
-                thumb.wait_for()  # the slider renders after the first image
-                track = dialog.locator("span.TRACK").first.bounding_box()
-                page.mouse.click(track["x"] + track["width"] - 1,
-                                 track["y"] + track["height"] / 2)
-                # The slider's value follows the click (retried for up to 10 s).
-                expect(thumb).to_have_attribute("aria-valuenow", str(last), timeout=10_000)
-                page.wait_for_function(shown, arg=f"gradient_profile%2Bstep%2B{last}%2B")
-                dialog.locator("img.rc-image-img").last.scroll_into_view_if_needed()
-                page.screenshot(path=str(out / "run_image_chart_slider.png"))
-                page.keyboard.press("Escape")
-            seconds["image charts"] = time.perf_counter() - tic
+            check_gradient_flow(page, base, experiment_id, parent, out)
+            seconds["gradient flow page"] = time.perf_counter() - tic
 
             # 4. The parent's description: the sweep's table of children.
             tic = time.perf_counter()
@@ -205,15 +226,24 @@ def check_pages(base: str, experiment_id: str, parent, children, out: Path,
             page.get_by_text("Description").first.scroll_into_view_if_needed()
             page.screenshot(path=str(out / "parent_description.png"))
             seconds["parent description"] = time.perf_counter() - tic
+
+            # 5. The runs table sorted by how much the gradient vanished at initialization
+            #    (the metric is set in the page's address, as the "Sort" menu sets it).
+            tic = time.perf_counter()
+            page.goto(sorted_runs_url(base, experiment_id))
+            page.get_by_text(f"Sort: {SORT_METRIC}").first.wait_for()
+            ranked = sorted((r for r in children if SORT_METRIC in r.data.metrics),
+                            key=lambda r: r.data.metrics[SORT_METRIC])[:10]
+            for run in ranked:
+                page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+            names = [page.get_by_text(run.info.run_name, exact=True).first for run in ranked]
+            rows_y = [name.bounding_box()["y"] for name in names]
+            assert rows_y == sorted(rows_y), [r.info.run_name for r in ranked]
+            page.screenshot(path=str(out / "runs_sorted_by_vanishing.png"))
+            seconds["runs sorted"] = time.perf_counter() - tic
         finally:
             browser.close()
     return seconds
-
-
-def _artifacts(uri: str, run_id: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    return [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id, "images")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,19 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default=None, help="parent run id (default: the newest)")
     parser.add_argument("--child", default=None,
                         help="run id of the child whose charts to show (default: the first "
-                        "with images)")
+                        "that finished)")
     args = parser.parse_args(argv)
     experiment_id, parent, children = sweep_runs(args.uri, args.experiment, args.sweep)
-    with_images = [r for r in children if r.data.tags.get("mlflow.loggedImages")]
     # A diverged run's charts have nothing finite to draw: show a finished one.
     finished = [r for r in children if r.info.status == "FINISHED"] or children
     child = next((r for r in children if r.info.run_id == args.child), None) or (
-        with_images[0] if with_images else finished[0])
-    steps = tuple(int(m.group(1)) for a in _artifacts(args.uri, child.info.run_id)
-                  if (m := re.search(r"gradient_profile\+step\+(\d+)\+", a)))
+        finished[0])
     with mlflow_ui(args.uri, args.out / "mlflow-ui.log") as base:
-        seconds = check_pages(base, experiment_id, parent, children, args.out, child,
-                              steps or (0,))
+        seconds = check_pages(base, experiment_id, parent, children, args.out, child)
     for page, s in seconds.items():
         print(f"{page}: {s:.1f} s")
     print(f"screenshots in {args.out}")

@@ -136,8 +136,17 @@ def test_histories_equal_what_the_metric_history_api_returns(sweep, client):
     keys = client.get_run(run["run_id"]).data.metrics
     companions = [k for k in keys if is_log10_companion(k)]
     assert len(companions) == len(LOG10_METRICS) * run["n_layers"]
-    assert len(keys) == len(FINAL_METRICS) + len(LAYER_METRICS) * run["n_layers"] + len(companions)
+    # The run's end-of-run summary (engine/run_summary.py): not part of the history.
+    summary = {k for k in keys if k.startswith("vanishing/")}
+    assert summary == {"vanishing/log10_ratio_init", "vanishing/log10_ratio_end",
+                       "vanishing/measured_factor_init", "vanishing/theory_factor",
+                       "vanishing/at_chance"}
+    assert len(keys) == (len(FINAL_METRICS) + len(LAYER_METRICS) * run["n_layers"]
+                         + len(companions) + len(summary))
+    companions += sorted(summary)
     for key in companions:  # log10 of the metric it accompanies, NaN where that is not > 0
+        if key in summary:
+            continue
         metric, _, layer = key.partition("/")
         base = f"{metric.removesuffix(LOG10_SUFFIX)}/{layer}"
         plain = {m.step: m.value for m in client.get_metric_history(run["run_id"], base)}
@@ -288,7 +297,8 @@ def test_gradient_ratio_vs_depth_matches_first_over_last_layer_norms_in_the_stor
         drawn = [line for line in _drawn(at_init)
                  if _same_color(line, color) and line.get_linestyle() == "-"]
         assert len(drawn) == 1, label
-        np.testing.assert_allclose(drawn[0].get_xdata(), sorted(DEPTHS))
+        # at each depth, the configurations side by side (a few % of the axis apart)
+        np.testing.assert_allclose(drawn[0].get_xdata(), sorted(DEPTHS), atol=0.05)
         np.testing.assert_allclose(drawn[0].get_ydata(), expected, rtol=RTOL)
 
 

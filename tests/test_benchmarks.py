@@ -25,7 +25,8 @@ EXPECTED = {
     "torch": [f"{w}, {d}" for w in ("notebook", "deep", "wide mini-batch")
               for d in ("float64", "float32")],
     "diagnostics": ["notebook", "deep"],
-    "tracking": ["flagship tracked", "flagship tracking=none", "per value: our writer",
+    "tracking": ["flagship tracked", "the same with one log10 companion",
+                 "flagship tracking=none", "per value: our writer",
                  "per value: MlflowClient", "vanishing_gradients study"],
     "flops": ["float64, diag on", "float64, diag off", "float32, diag on", "float32, diag off"],
     "multirun": ["6 jobs, 2 workers", "6 empty jobs (fixed cost)"],
@@ -35,6 +36,7 @@ EXPECTED = {
     "study": ["vanishing_gradients, basic: efficiency", "vanishing_gradients, joblib: efficiency",
               "vanishing_gradients, joblib (2 workers): speed-up"],
     "scaling": ["width 16", "width 64", "depth 2", "depth 5"],
+    "cures": ["plain", "residual", "layer norm", "batch norm", "clip_norm", "both: residual + layer norm"],
 }
 TORCH_ONLY = {"torch", "floor", "scaling"}
 

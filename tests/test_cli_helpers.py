@@ -315,8 +315,10 @@ def test_tracker_adds_log10_companions_of_the_metrics_that_span_decades() -> Non
     tracker.on_train_start(None, None, history)
     history.n_rows = 5
     tracker.flush(final=True)
-    (names, _, values, _), = fake.blocks
-    rows = dict(zip(names, values))
+    # the plain metrics' block, then the companions' (one write where the store can)
+    (names, steps, values, _), (extra_names, extra_steps, extra, _) = fake.blocks
+    assert list(steps) == list(extra_steps) == [0, 1, 2, 3, 4]
+    names, rows = [*names, *extra_names], dict(zip([*names, *extra_names], [*values, *extra]))
     companion = rows[layer_metric_name(f"grad_weight_ratio{LOG10_SUFFIX}", 1)]
     np.testing.assert_allclose(companion, [-9.0, -3.0, np.nan, np.nan, 1.0])
     expected = {layer_metric_name(f"{m}{LOG10_SUFFIX}", l) for m in LOG10_METRICS

@@ -35,7 +35,7 @@ def test_vanishing_gradients_study(run_cli, store, client_for):
     assert result.returncode == 0, result.stderr
     client = client_for(store)
     parents, jobs = split_roles(runs_of(client))
-    assert len(parents) == 1 and parents[0].info.run_name == "vanishing_gradients"
+    assert len(parents) == 1 and parents[0].info.run_name.startswith("vanishing_gradients ")
     assert len(jobs) == 36 and {r.info.status for r in jobs} == {"FINISHED"}
     ratio = {}
     for run in jobs:

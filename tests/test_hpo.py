@@ -117,7 +117,8 @@ def test_tuned_study_reports_best_rates_beside_the_fixed_rate_study(run_cli, sto
                     "hydra.launcher.n_jobs=1", *shrink)
     assert tuned.returncode == 0, tuned.stderr
     client = client_for(store)
-    parent = next(r for r in runs_of(client) if r.info.run_name == "tuned_vanishing_gradients")
+    parent = next(r for r in runs_of(client)
+                  if r.info.run_name.startswith("tuned_vanishing_gradients "))
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 3 * 2  # 3 studies (activation; depth fixed) x 2 trials

@@ -31,6 +31,8 @@ TINY = {
                                "model.sigma_w2=1.0,3.0", "model.depth=2,6", "seed=0,1"],
     "dynamical_isometry": ["epochs=3", "dataset.n_samples=12", "model.width=8",
                            "model.depth=2,6", "seed=0,1", "histogram_every=1"],
+    "cures": ["epochs=3", "dataset.n_samples=12", "model.depth=3", "model.width=8", "seed=0",
+              "activation=tanh", "histogram_every=0"],
 }
 FIGURES = {
     "glorot_bengio": {"fig2_sigmoid_activations", "fig3_percentiles",
@@ -39,6 +41,7 @@ FIGURES = {
     "he_init_depth": {"loss_curves", "gradient_at_init"},
     "schoenholz_depth_scale": {"trainability"},
     "dynamical_isometry": {"spectra"},
+    "cures": {"profiles_grad_norm", "profiles_delta_std", "val_loss"},
 }
 
 

@@ -33,7 +33,7 @@ def test_report_writes_figures_and_summary_and_logs_them_to_the_parent_run(
 ):
     out = tmp_path / "report"
     assert report.main(["--uri", analysis_store.uri, "--out", str(out), "--dpi", "60"]) == 0
-    expected = {f"{name}.png" for name in FIGURES} | {"summary.md"}
+    expected = {f"{name}.png" for name in FIGURES} | {"summary.md", "gradient_flow.html"}
     assert {p.name for p in out.iterdir()} == expected
     for name in FIGURES:
         data = (out / f"{name}.png").read_bytes()

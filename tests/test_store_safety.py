@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from backprop_lab.engine.history import is_log10_companion
 from backprop_lab.harness.build import build
 from backprop_lab.harness.config import ConfigError
+from backprop_lab.tracking.run_tracker import COMPANION_POINTS, companion_rows
 from tests.conftest import TRAIN, cli_env
 from tests.test_cli_tracking import runs_of, split_roles
 from tests.test_configs import make
@@ -170,11 +173,20 @@ def test_after_a_full_disk_one_command_restores_every_epoch_once(run_cli, tmpfs,
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[OUTCOME] == "finished"
     assert REASON not in run.data.tags
-    for name in ("train/loss", "grad_norm/layer_01", "grad_weight_ratio_log10/layer_02"):
+    for name in ("train/loss", "grad_norm/layer_01"):
         steps = sorted(m.step for m in client.get_metric_history(run_id, name))
         assert steps == list(range(3001)), name
+    # the log10 companions where the tracker sends them, and the run's summary from summary.json
+    companion = list(np.flatnonzero(companion_rows(np.arange(3001), 3001, last=True)))
+    steps = sorted(m.step for m in client.get_metric_history(
+        run_id, "grad_weight_ratio_log10/layer_02"))
+    assert steps == companion and len(companion) <= 2 * COMPANION_POINTS
+    summary = {k for k in run.data.metrics if k.startswith("vanishing/")}
+    assert {"vanishing/log10_ratio_init", "vanishing/log10_ratio_end"} <= summary
+    companions = [k for k in run.data.metrics if is_log10_companion(k)]
+    plain = len(run.data.metrics) - len(companions) - len(summary)
     stored = metric_rows(db, run_id)
-    assert stored == 3001 * len(run.data.metrics)
+    assert stored == 3001 * plain + len(companion) * len(companions) + len(summary)
     again = restore(uri, run_id)
     assert again.returncode == 0 and "no epoch missing from the store" in again.stdout
     assert metric_rows(db, run_id) == stored  # nothing stored twice
@@ -250,7 +262,8 @@ def test_an_interrupted_sweep_resumes_with_each_job_finished_once_under_its_pare
          "resume=true", f"hydra.sweep.dir={tmp_path / 'sweep-changed'}"], cwd=tmp_path,
         env=cli_env(), capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1
-    assert (f"this is not the sweep 'sweep seed=0,1,2,3' (parent run {parent.info.run_id}): "
+    assert parent.info.run_name.startswith("epochs=4000 seed=0,1,2,3 ")  # name, time stamp
+    assert (f"this is not the sweep {parent.info.run_name!r} (parent run {parent.info.run_id}): "
             "4 jobs then, 4 now; only in the earlier sweep: seed=3; only in this one: seed=4"
             ) in changed.stderr
     # The same sweep, its overrides in another order, resumed from the earlier sweep's folder.
@@ -260,7 +273,7 @@ def test_an_interrupted_sweep_resumes_with_each_job_finished_once_under_its_pare
          f"hydra.sweep.dir={tmp_path / 'sweep2'}"], cwd=tmp_path, env=cli_env(),
         capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert (f"Resuming sweep 'sweep seed=0,1,2,3' (parent run {parent.info.run_id}): "
+    assert (f"Resuming sweep {parent.info.run_name!r} (parent run {parent.info.run_id}): "
             f"{len(finished)} of 4 jobs done earlier, {4 - len(finished)} to run"
             ) in resumed.stdout
     assert resumed.stdout.count("skipped (done earlier): ") == len(finished)

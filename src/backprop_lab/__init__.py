@@ -7,7 +7,8 @@
     contract    the names all of them share (tags, files, the default store)
 
 The engine's main entry points are importable from here: ``MLP``, ``train``, ``load_dataset``,
-``make_optimizer``, ``mean_field``.
+``make_optimizer``, ``mean_field``; the cures' ``make_network``/``BlockMLP`` and
+``residual_mean_field``.
 """
 
 from importlib import import_module
@@ -21,6 +22,9 @@ _EXPORTS = {
     "Dataset": "backprop_lab.engine.datasets",
     "load_dataset": "backprop_lab.engine.datasets",
     "MLP": "backprop_lab.engine.network",
+    "BlockMLP": "backprop_lab.engine.blocks",
+    "make_network": "backprop_lab.engine.blocks",
+    "residual_mean_field": "backprop_lab.engine.residual_theory",
     "OPTIMIZERS": "backprop_lab.engine.optimizers",
     "make_optimizer": "backprop_lab.engine.optimizers",
     "TrainResult": "backprop_lab.engine.training",

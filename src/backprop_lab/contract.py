@@ -63,6 +63,9 @@ WEIGHTS_FILE = "weights.npz"
 HISTOGRAMS_FILE = "histograms.npz"
 JACOBIAN_FILE = "jacobian.npz"  # the Jacobian spectra (engine/jacobian.py), with jacobian_probes
 FIGURES_DIR = "figures"
+# The interactive gradient-flow page (analysis/gradient_flow.py) and a job's data for it.
+GRADIENT_FLOW_PAGE = "gradient_flow.html"
+FLOW_RECORD_FILE = "gradient_flow.json"
 
 # -- privacy --------------------------------------------------------------------------------------
 #: Set (unless the user set them) before MLflow, Ray or a server they start is imported.

@@ -21,6 +21,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from backprop_lab.engine.run_summary import Chance
+
 from .summary import (
     RELU_LIKE,
     final_accuracy,
@@ -98,6 +100,43 @@ def _positive(frame: pd.DataFrame) -> pd.DataFrame:
 def _factor_text(steps: np.ndarray) -> str:
     low, high = float(steps.min()), float(steps.max())
     return f"{low:.3g}" if np.isclose(low, high) else f"{low:.3g} to {high:.3g}"
+
+
+def chance_of_runs(frame: pd.DataFrame, runs: pd.DataFrame | None = None) -> Chance | None:
+    """The chance accuracy of the runs in ``frame`` (any table with ``run_id``): from the
+    ``runs`` table when given (each run's majority-class share, engine/run_summary.py), else
+    1/k from the output width in ``sizes`` (k = 2 for one output). Several levels (data
+    sets, or the validation splits of different seeds): the highest, so that no accuracy at
+    chance for one run is drawn above the band. None when unknown."""
+    chances = []
+    if runs is not None and "run_id" in frame.columns:
+        from .loading import run_chance
+
+        wanted = set(frame["run_id"].astype(str))
+        for row in runs[runs["run_id"].astype(str).isin(wanted)].to_dict("records"):
+            chance = run_chance(row)
+            if chance is not None:
+                chances.append(chance)
+    if not chances and "sizes" in frame.columns:
+        for sizes in frame["sizes"].dropna().astype(str).unique():
+            out = sizes.rsplit("-", 1)[-1]
+            if out.isdigit():
+                chances.append(Chance.uniform(max(2, int(out))))
+    if not chances:
+        return None
+    return max(chances, key=lambda c: (c.accuracy, c.tolerance))
+
+
+def draw_chance(ax, chance: Chance | None) -> None:
+    """A dashed line at chance accuracy and a light band up to the highest accuracy still at
+    chance (engine/run_summary.py)."""
+    if chance is None:
+        return
+    ax.axhline(chance.accuracy, color="black", ls="--", lw=1, zorder=1)
+    ax.axhspan(chance.accuracy, chance.threshold, color="grey", alpha=0.15, lw=0, zorder=0)
+    ax.annotate(f"chance {chance.accuracy:.2f} (band: at chance)", (1.0, chance.accuracy),
+                xycoords=("axes fraction", "data"), xytext=(-4, -3),
+                textcoords="offset points", ha="right", va="top", fontsize="x-small")
 
 
 @_styled
@@ -195,43 +234,125 @@ def plot_grad_weight_ratio(histories: pd.DataFrame, depth: int | None = None) ->
     return grid.figure
 
 
+def _at_chance_ids(runs: pd.DataFrame | None) -> set[str]:
+    if runs is None or "at_chance" not in runs.columns:
+        return set()
+    return set(runs.loc[runs["at_chance"].eq(True), "run_id"].astype(str))
+
+
 @_styled
-def plot_gradient_ratio_vs_depth(histories: pd.DataFrame) -> Figure:
-    """First-to-last-layer gradient ratio ``grad_norm(1) / grad_norm(L)`` against depth, per
-    configuration, at initialization and after training; geometric mean over seeds, band =
-    min-max; a ratio of 1 (dotted) means no vanishing."""
+def plot_gradient_ratio_vs_depth(histories: pd.DataFrame,
+                                 runs: pd.DataFrame | None = None) -> Figure:
+    """First-to-last-layer gradient ratio ``grad_norm(1) / grad_norm(L)`` per configuration,
+    at initialization and after training (geometric mean over seeds; bars = min-max when
+    there are several seeds); a ratio of 1 (dotted) means no vanishing. Against depth when the
+    runs have several depths; with one depth, one column per configuration with every run as
+    a dot (open: at initialization, filled: after training). Runs that ended at chance
+    accuracy (``runs``' ``at_chance``) are marked with a cross after training."""
     ratios = gradient_ratios(histories)
     ratios = _require(ratios[np.isfinite(ratios["ratio"]) & (ratios["ratio"] > 0)],
                       "per-layer gradient norms")
     colors = palette(ratios)
+    stuck = _at_chance_ids(runs)
+    seeds = int(ratios.groupby(["label", "depth", "when"], observed=True)["run_id"]
+                .nunique().max())
+    depths = sorted(ratios["depth"].dropna().unique().astype(int))
+    chance_note = ("; × = ended at chance accuracy, its ratio is no recovery"
+                   if stuck & set(ratios["run_id"].astype(str)) else "")
+    if len(depths) == 1:
+        return _gradient_ratio_one_depth(ratios, colors, stuck, depths[0], chance_note)
+    # Configurations side by side around each depth, so that none hides another.
+    step = 0.04 * (max(depths) - min(depths)) / max(len(colors) - 1, 1)
+    offset = {label: (i - (len(colors) - 1) / 2) * step for i, label in enumerate(colors)}
+    ratios = ratios.assign(x=ratios["depth"].astype(float)
+                           + ratios["label"].astype(object).map(offset).astype(float))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for ax, when in zip(axes, ("init", "final"), strict=True):
         sub = ratios[ratios["when"] == when]
         ax.set_yscale("log")  # before plotting: seaborn then averages log values
-        sns.lineplot(sub, x="depth", y="ratio", hue="label", hue_order=list(colors),
+        sns.lineplot(sub, x="x", y="ratio", hue="label", hue_order=list(colors),
                      palette=colors, estimator="mean", errorbar=SEED_RANGE, marker="o",
                      err_style="bars", ax=ax, legend=when == "final")
+        if when == "final":
+            marked = sub[sub["run_id"].astype(str).isin(stuck)]
+            ax.scatter(marked["x"], marked["ratio"], marker="x", s=40, color="black",
+                       zorder=5, lw=1.2)
         ax.axhline(1.0, color="grey", ls=":", lw=1)
-        ax.set_xticks(sorted(ratios["depth"].dropna().unique().astype(int)))
+        ax.set_xticks(depths)
         ax.set_title("at initialization" if when == "init" else "after training")
         ax.set_xlabel("depth (number of hidden layers)")
         ax.set_ylabel("‖∂loss/∂W¹‖ / ‖∂loss/∂Wᴸ‖ (log scale)")
     legend = axes[1].get_legend()
     if legend is not None:
         sns.move_legend(axes[1], "center left", bbox_to_anchor=(1.02, 0.5), title=HUE_TITLE)
+    spread = ", bars = min-max over seeds" if seeds > 1 else " (one run each)"
     fig.suptitle("How much of the output layer's gradient reaches layer 1, by depth\n"
-                 "(geometric mean over seeds, bars = min-max; dotted 1 = nothing lost)")
+                 f"(geometric mean over seeds{spread}; dotted 1 = nothing lost{chance_note})")
+    return fig
+
+
+def _gradient_ratio_one_depth(ratios: pd.DataFrame, colors: dict, stuck: set[str],
+                              depth: int, chance_note: str) -> Figure:
+    """One depth: a column per configuration, each run a dot, init (open) beside end
+    (filled), the geometric mean over runs as a short bar, an arrow from one to the other."""
+    order = list(colors)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(order) + 2.5), 4.2),
+                           layout="constrained")
+    ax.set_yscale("log")
+    offsets = {"init": -0.17, "final": 0.17}
+    for i, label in enumerate(order):
+        sub = ratios[ratios["label"] == label]
+        means = {}
+        for when, dx in offsets.items():
+            part = sub[sub["when"] == when]
+            if part.empty:
+                continue
+            x = np.full(len(part), i + dx) + np.linspace(-0.04, 0.04, len(part))
+            filled = when == "final"
+            ax.scatter(x, part["ratio"], s=36, marker="o", zorder=4, lw=1.4,
+                       facecolor=colors[label] if filled else "white",
+                       edgecolor=colors[label])
+            marked = part["run_id"].astype(str).isin(stuck).to_numpy()
+            if filled and marked.any():
+                ax.scatter(x[marked], part["ratio"][marked], marker="x", s=70, color="black",
+                           zorder=5, lw=1.4)
+            means[when] = geometric_mean(part["ratio"])
+            ax.hlines(means[when], i + dx - 0.1, i + dx + 0.1, color=colors[label], lw=2.5,
+                      zorder=3)
+        if len(means) == 2:
+            ax.annotate("", (i + offsets["final"] - 0.1, means["final"]),
+                        (i + offsets["init"] + 0.1, means["init"]),
+                        arrowprops={"arrowstyle": "->", "color": colors[label], "lw": 1})
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_xlabel(HUE_TITLE)
+    ax.set_ylabel("‖∂loss/∂W¹‖ / ‖∂loss/∂Wᴸ‖ (log scale)")
+    handles = [Line2D([], [], marker="o", ls="", mfc="white", mec="grey",
+                      label="at initialization"),
+               Line2D([], [], marker="o", ls="", color="grey", label="after training"),
+               Line2D([], [], color="grey", lw=2.5, label="geometric mean")]
+    if chance_note:
+        handles.append(Line2D([], [], marker="x", ls="", color="black",
+                              label="ended at chance"))
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+              fontsize="small")
+    ax.set_title(f"How much of the output layer's gradient reaches layer 1 (depth {depth})\n"
+                 f"each dot one run; dotted 1 = nothing lost{chance_note}", fontsize="medium")
     return fig
 
 
 @_styled
-def plot_learning_curves(histories: pd.DataFrame) -> Figure:
+def plot_learning_curves(histories: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure:
     """Loss (log scale) and accuracy against epoch, train (solid) and validation (dashed), one
     colour per configuration; mean over seeds (geometric for the loss) with a band of ± 2
-    standard errors (about a 95% interval; none with a single seed); one column per depth."""
+    standard errors (about a 95% interval; none with a single seed). One depth: loss and
+    accuracy side by side; several: one column per depth, loss above accuracy. The accuracy
+    panels show chance (dashed) and the band of accuracies still at chance."""
     wanted = ("train/loss", "val/loss", "train/accuracy", "val/accuracy")
     data = _require(histories[histories["metric"].isin(wanted)], "loss or accuracy")
     colors = palette(data)
+    chance = chance_of_runs(data, runs)
     # Mean and standard error with pandas: a bootstrap per epoch took minutes on 500 epochs.
     # Loss is averaged in log space (a geometric mean and a band that stays positive on the
     # log axis), accuracy arithmetically.
@@ -244,13 +365,19 @@ def plot_learning_curves(histories: pd.DataFrame) -> Figure:
     data["quantity"] = split_quantity[1]
     data[HUE_TITLE] = data["label"].astype(object)
     depths = sorted(data["depth"].dropna().unique().astype(int))
+    layout = ({"col": "quantity", "col_order": ["loss", "accuracy"], "height": 3.6,
+               "aspect": 1.25} if len(depths) <= 1 else
+              {"row": "quantity", "row_order": ["loss", "accuracy"], "col": "depth",
+               "height": 3.0, "aspect": 1.3})
     grid = sns.relplot(data, x="epoch", y="value", hue=HUE_TITLE, hue_order=list(colors),
                        palette=colors, style="data", style_order=["train", "validation"],
-                       row="quantity", row_order=["loss", "accuracy"],
-                       col="depth" if len(depths) > 1 else None, kind="line", estimator=None,
-                       height=3.0, aspect=1.3, facet_kws={"sharey": "row"})
+                       kind="line", estimator=None,
+                       facet_kws={"sharey": "row" if len(depths) > 1 else False}, **layout)
     for key, ax in grid.axes_dict.items():
-        quantity, depth = key if isinstance(key, tuple) else (key, None)
+        if len(depths) <= 1:
+            quantity, depth = key, (depths[0] if depths else None)
+        else:
+            quantity, depth = key
         panel = data[(data["quantity"] == quantity)
                      & ((data["depth"] == depth) if depth is not None else True)]
         for (label, _), band in panel.groupby([HUE_TITLE, "data"], sort=False):
@@ -260,11 +387,14 @@ def plot_learning_curves(histories: pd.DataFrame) -> Figure:
             ax.set_yscale("log")
             ax.set_ylabel("loss (log scale)")
         else:
+            draw_chance(ax, chance)
             ax.set_ylabel("accuracy")
         ax.set_title(f"{quantity}" + (f", depth {depth}" if depth is not None else ""))
     grid.set_xlabels("epoch")
-    grid.figure.suptitle("Learning curves: mean over seeds (geometric for the loss), "
-                         "band = ± 2 standard errors of that mean", y=1.03)
+    grid.figure.suptitle("Learning curves: mean over seeds (geometric for the loss),\n"
+                         "band = ± 2 standard errors of that mean", y=1.0, va="top")
+    # Room for the two-line title above the panels' own titles (about 0.8 inch).
+    grid.figure.subplots_adjust(top=1 - 0.8 / grid.figure.get_figheight())
     return grid.figure
 
 
@@ -274,11 +404,20 @@ def _tick_step(n: int, most: int = 8) -> int:
     return next(step for step in candidates if n / step <= most)
 
 
+#: Below this fraction of saturated (dead) units in every layer and epoch, saturation cannot
+#: be what kept a run from learning.
+SATURATION_LOW = 0.1
+
+
 @_styled
-def plot_saturation_heatmaps(histories: pd.DataFrame, depth: int | None = None) -> Figure:
+def plot_saturation_heatmaps(histories: pd.DataFrame, depth: int | None = None,
+                             runs: pd.DataFrame | None = None) -> Figure:
     """Layer x epoch heatmaps, one per configuration: the fraction of saturated units for
     saturating activations (sigmoid, tanh, ...), of dead units for ReLU; mean over seeds,
-    hidden layers only, layer 1 at the bottom."""
+    hidden layers only, layer 1 at the bottom. A panel whose runs ended at chance accuracy
+    (``runs``' ``at_chance``) while fewer than :data:`SATURATION_LOW` of any layer's units
+    were saturated says so: saturation is not what stopped them."""
+    stuck = _at_chance_ids(runs)
     data, depth = _one_depth(histories[histories["metric"].isin(("saturation",
                                                                   "dead_fraction"))], depth)
     data = data.dropna(subset=["layer"])
@@ -297,7 +436,17 @@ def plot_saturation_heatmaps(histories: pd.DataFrame, depth: int | None = None) 
         sns.heatmap(grid, vmin=0, vmax=1, cmap="magma", cbar=False, ax=ax,
                     xticklabels=_tick_step(grid.shape[1]))
         image = ax.collections[0]
-        ax.set_title(f"{label}: {'dead' if metric == 'dead_fraction' else 'saturated'} units")
+        what = "dead" if metric == "dead_fraction" else "saturated"
+        ax.set_title(f"{label}: {what} units")
+        ids = set(sub["run_id"].astype(str))
+        peak = float(np.nanmax(grid.to_numpy())) if grid.size else np.nan
+        if ids & stuck and np.isfinite(peak) and peak < SATURATION_LOW:
+            n_stuck = len(ids & stuck)
+            ax.text(0.5, 0.5, f"at most {peak:.0%} {what}:\nsaturation is not what stopped\n"
+                    f"{'this run' if len(ids) == 1 else f'{n_stuck} of {len(ids)} runs'} "
+                    "(ended at chance)", transform=ax.transAxes, ha="center", va="center",
+                    fontsize="small", color="black",
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})
         ax.set_xlabel("epoch")
         ax.set_ylabel("hidden layer (1 = input side)")
         ax.tick_params(axis="y", rotation=0)
@@ -340,6 +489,7 @@ def plot_final_accuracy_vs_depth(runs: pd.DataFrame) -> Figure:
         ax.set_xlabel("depth (number of hidden layers)")
         sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5), title=HUE_TITLE)
         ax.set_title(f"Final {split} accuracy by depth (mean over seeds, bars = min-max)")
+    draw_chance(ax, chance_of_runs(data, runs))
     ax.set_ylim(0, 1.02)
     ax.set_ylabel(f"final {split} accuracy")
     return fig
@@ -351,9 +501,9 @@ def all_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Figure
     plots = {
         "vanishing_profile": lambda: plot_vanishing_profile(histories),
         "grad_weight_ratio": lambda: plot_grad_weight_ratio(histories),
-        "gradient_ratio_vs_depth": lambda: plot_gradient_ratio_vs_depth(histories),
-        "learning_curves": lambda: plot_learning_curves(histories),
-        "saturation_heatmaps": lambda: plot_saturation_heatmaps(histories),
+        "gradient_ratio_vs_depth": lambda: plot_gradient_ratio_vs_depth(histories, runs),
+        "learning_curves": lambda: plot_learning_curves(histories, runs),
+        "saturation_heatmaps": lambda: plot_saturation_heatmaps(histories, runs=runs),
         "final_accuracy_vs_depth": lambda: plot_final_accuracy_vs_depth(runs),
     }
     drawn = {}

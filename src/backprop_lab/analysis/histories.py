@@ -17,8 +17,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from backprop_lab.analysis.columns import ID_COLUMNS  # noqa: E402
 from backprop_lab.contract import HISTORY_FILE, telemetry_off  # noqa: E402
 from backprop_lab.engine.history import is_log10_companion  # noqa: E402
+from backprop_lab.engine.run_summary import PREFIX as VANISHING_PREFIX  # noqa: E402
 
 telemetry_off()  # before anything imports mlflow
 
@@ -30,23 +32,6 @@ from mlflow.entities import Run  # noqa: E402
 
 HISTORY_ARTIFACT = HISTORY_FILE
 LAYER_KEY = re.compile(r"^(?P<metric>.+)/layer_(?P<layer>\d+)$")
-# Columns repeated on every row of the histories table to identify the run.
-ID_COLUMNS = (
-    "run_id",
-    "run_name",
-    "label",
-    "activation",
-    "init",
-    "depth",
-    "n_layers",
-    "width",
-    "sizes",
-    "seed",
-    "dataset",
-    "optimizer",
-    "lr",
-    "input_var",
-)
 
 @contextlib.contextmanager
 def _quiet_downloads():
@@ -82,8 +67,8 @@ def _read_history_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
     """The slow path: one ``get_metric_history`` call per metric key."""
     series = {}
     for key in run.data.metrics:
-        if is_log10_companion(key):  # a UI aid derived from another metric
-            continue
+        if is_log10_companion(key) or key.startswith(VANISHING_PREFIX):
+            continue  # a UI aid derived from another metric; the run's end-of-run summary
         points = sorted(client.get_metric_history(run.info.run_id, key),
                         key=lambda m: (m.step, m.timestamp))
         series[key] = pd.Series({m.step: m.value for m in points}, dtype=float)

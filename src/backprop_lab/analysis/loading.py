@@ -22,6 +22,7 @@ from backprop_lab.contract import (  # noqa: E402
     OUTCOME_TAG,
     PARENT_TAG,
     ROLE_TAG,
+    SWEPT_KEYS_TAG,
     default_tracking_uri,
     telemetry_off,
 )
@@ -35,10 +36,14 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run, ViewType  # noqa: E402
 
+from backprop_lab.engine import run_summary as rs  # noqa: E402
+
+from .flow_records import make_label  # noqa: E402
 from .histories import ID_COLUMNS, LAYER_KEY, load_histories  # noqa: E402
 
-__all__ = ["ID_COLUMNS", "SweepData", "default_tracking_uri", "list_sweeps", "load_histories",
-           "load_sweep", "runs_table", "select_runs"]
+__all__ = ["ID_COLUMNS", "SettingsDiffer", "SweepData", "default_tracking_uri",
+           "describe_differences", "list_sweeps", "load_histories", "load_sweep",
+           "runs_table", "select_runs", "setting_differences"]
 
 DEFAULT_EXPERIMENT = "backprop-lab"
 
@@ -63,8 +68,45 @@ _PARAM_COLUMNS = (
     ("input_var", ("data.input_var",), float),  # q^0 of mean-field theory
     ("sigma_w2", ("net.sigma_w2", "model.sigma_w2"), float),  # fan_in Var(W)
     ("sigma_b2", ("net.sigma_b2", "model.sigma_b2"), float),  # Var(b)
+    ("n_classes", ("data.n_classes",), int),
+    ("chance_accuracy", ("data.chance_accuracy",), float),  # engine/run_summary.py
+    ("chance_tolerance", ("data.chance_tolerance",), float),
 )
+#: Params that are not settings of what is trained (how a run is recorded or shown) or that
+#: follow from other settings (``net.*``, ``data.*``: derived by the harness); left out when
+#: comparing settings between runs or sweeps.
+NOT_SETTINGS = ("tracking.", "progress", "figures", "threads", "histogram_every", "net.",
+                "data.", "report", "diagnostics")
+#: What the analysis itself tells apart or averages over: differences in these are expected.
+COMPARED = ("activation", "model.depth", "seed", "model.init")
 FINAL_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+#: The run's end-of-run summary (engine/run_summary.py), when it logged one.
+SUMMARY_METRICS = (rs.LOG10_RATIO_INIT, rs.LOG10_RATIO_END, rs.MEASURED_FACTOR_INIT,
+                   rs.THEORY_FACTOR)
+
+
+def run_chance(row: dict) -> rs.Chance | None:
+    """Chance of a run from its params (``data.chance_*``); for runs recorded before those
+    existed, 1/k of its ``data.n_classes`` classes; None when neither is known."""
+    accuracy, tolerance = row.get("chance_accuracy"), row.get("chance_tolerance")
+    if accuracy is not None and np.isfinite(accuracy) and np.isfinite(tolerance):
+        return rs.Chance(float(accuracy), float(tolerance))
+    k = row.get("n_classes")
+    if k is not None and not pd.isna(k) and int(k) >= 2:
+        return rs.Chance.uniform(int(k))
+    return None
+
+
+def at_chance(row: dict) -> object:
+    """Did the run end at chance accuracy (True/False; None when unknown)? The final
+    validation accuracy, else training's, against :func:`run_chance`."""
+    chance = run_chance(row)
+    accuracy = row.get("val/accuracy")
+    if accuracy is None or not np.isfinite(accuracy):
+        accuracy = row.get("train/accuracy")
+    if chance is None or accuracy is None or not np.isfinite(accuracy):
+        return None
+    return chance.at_chance(float(accuracy))
 
 
 @dataclass
@@ -82,9 +124,19 @@ class SweepData:
     runs: pd.DataFrame
     histories: pd.DataFrame
     load_seconds: dict[str, float] = field(default_factory=dict)
+    #: Every sweep selected (several when a list of sweeps was asked for), ids and names.
+    sweep_ids: list[str] = field(default_factory=list)
+    sweep_names: list[str] = field(default_factory=list)
+    #: Settings that differ between the runs besides what the analysis compares (see
+    #: :func:`setting_differences`): key -> the distinct values, as text.
+    differences: dict[str, list[str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        what = f"sweep {self.sweep_name!r} ({self.sweep_id})" if self.sweep_id else "experiment"
+        if len(self.sweep_ids) > 1:
+            what = f"{len(self.sweep_ids)} sweeps {self.sweep_names!r}"
+        else:
+            what = (f"sweep {self.sweep_name!r} ({self.sweep_id})" if self.sweep_id
+                    else "experiment")
         return (
             f"SweepData({what}, {len(self.runs)} runs, {len(self.histories)} history rows, "
             f"{self.uri})"
@@ -194,13 +246,6 @@ def _convert(value: str | None, kind: type):
         return np.nan
 
 
-def make_label(activation: str | None, init: str | None) -> str:
-    """How a configuration is named in legends: ``"relu (he)"``."""
-    if not init:
-        return str(activation)
-    return f"{activation} ({init})"
-
-
 def _layer_sizes(params: dict[str, str]) -> str | None:
     """Layer widths input-hidden...-output as in the network's repr, e.g. ``"2-16-8-1"``: read
     from ``net.repr`` (``MLP(2-16-8-1, tanh, lecun)``), else from the model params (without
@@ -238,41 +283,124 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             row["depth"] = row["n_layers"] - 1
         row["sizes"] = _layer_sizes(params)
         row["label"] = make_label(row["activation"], row["init"])
-        for key in FINAL_METRICS:
+        for key in (*FINAL_METRICS, *SUMMARY_METRICS):
             row[key] = metrics.get(key, np.nan)
+        row["at_chance"] = at_chance(row)
         start, end = run.info.start_time, run.info.end_time
         row["start_time"] = pd.to_datetime(start, unit="ms") if start else pd.NaT
         row["seconds"] = (end - start) / 1000 if start and end else np.nan
         row["overrides"] = tags.get("hydra.overrides")
         rows.append(row)
     columns = ["run_id", "run_name", "sweep_id", "status", "outcome", "failure_reason"]
-    columns += [c for c, _, _ in _PARAM_COLUMNS] + ["sizes", "label", *FINAL_METRICS]
+    columns += [c for c, _, _ in _PARAM_COLUMNS] + ["sizes", "label", *FINAL_METRICS,
+                                                    *SUMMARY_METRICS, "at_chance"]
     columns += ["start_time", "seconds", "overrides"]
     table = pd.DataFrame(rows, columns=columns)
-    for column in ("depth", "n_layers", "width", "seed", "batch_size", "epochs"):
+    for column in ("depth", "n_layers", "width", "seed", "batch_size", "epochs", "n_classes"):
         table[column] = table[column].astype("Int64")
     return table
 
 
+class SettingsDiffer(UserWarning):
+    """The runs loaded together differ in settings besides the ones the analysis compares."""
+
+
+def _is_setting(key: str, ignore: tuple[str, ...]) -> bool:
+    return not key.startswith(NOT_SETTINGS) and key not in ignore
+
+
+def setting_differences(groups: list[list[Run]], ignore: tuple[str, ...] = ()
+                        ) -> dict[str, list[str]]:
+    """Settings (params) whose value differs between ``groups`` of runs: within one group
+    only the values all its runs share count (what a group varies is its own business), so
+    with one group per sweep this names what two sweeps fixed differently; with one group per
+    run, what differs between runs. Keys in ``ignore`` and :data:`NOT_SETTINGS` are left out.
+    Returns key -> distinct values (a group that lacks the key shows ``-``), sorted by key."""
+    fixed: list[dict[str, str]] = []
+    for runs in groups:
+        if not runs:
+            continue
+        common = dict(runs[0].data.params)
+        for run in runs[1:]:
+            common = {k: v for k, v in common.items() if run.data.params.get(k) == v}
+        varied = {k for run in runs for k in run.data.params} - set(common)
+        fixed.append({**common, **{k: None for k in varied}})
+    if len(fixed) < 2:
+        return {}
+    keys = sorted({k for f in fixed for k in f if _is_setting(k, ignore)})
+    out = {}
+    for key in keys:
+        if any(f.get(key, "-") is None for f in fixed):
+            continue  # varied within a group: compared by the analysis, or swept
+        values = list(dict.fromkeys(f.get(key, "-") for f in fixed))
+        if len(values) > 1:
+            out[key] = values
+    return out
+
+
+def describe_differences(differences: dict[str, list[str]]) -> str:
+    """``model.depth (10, 2), epochs (300, 1000)``: for warnings and summaries."""
+    return ", ".join(f"{k} ({', '.join(map(str, v))})" for k, v in differences.items())
+
+
 def load_sweep(
-    uri: str | None = None, experiment: str | None = None, sweep: str | None = "latest",
-    *, source: str = "auto",
+    uri: str | None = None, experiment: str | None = None,
+    sweep: str | list[str] | tuple[str, ...] | None = "latest", *, source: str = "auto",
 ) -> SweepData:
-    """Runs and histories of one sweep (``sweep``: run id or ``"latest"``) or of a whole
-    experiment (``sweep=None``); ``uri`` defaults to :func:`default_tracking_uri`."""
+    """Runs and histories of one sweep (``sweep``: run id or ``"latest"``), of several
+    (a list of those: their runs together) or of a whole experiment (``sweep=None``); ``uri``
+    defaults to :func:`default_tracking_uri`.
+
+    Several sweeps, or a whole experiment, may differ in settings besides the ones each sweep
+    varies; those are named in a warning and kept in ``differences`` (the report prints them).
+    """
     uri = uri or default_tracking_uri()
     start = time.perf_counter()
-    client, experiment_ids, parent, jobs = select_runs(uri, experiment, sweep)
+    wanted = list(sweep) if isinstance(sweep, list | tuple) else [sweep]
+    if not wanted:
+        raise ValueError("sweep=[]: name at least one sweep (a parent run id or 'latest')")
+    if len(wanted) > 1 and None in wanted:
+        raise ValueError(f"sweep={wanted!r}: None (every run) cannot be combined with sweeps")
+    parents, groups, experiment_ids, client = [], [], [], None
+    for one in wanted:
+        if one is not None and not isinstance(one, str):
+            raise TypeError(f"sweep={one!r}: a parent run id, 'latest' or None, or a list of "
+                            "run ids")
+        client, ids, parent, jobs = select_runs(uri, experiment, one)
+        if parent is not None and parent.info.run_id in {p.info.run_id for p in parents}:
+            continue  # the same sweep twice
+        parents += [parent] if parent is not None else []
+        groups.append(jobs)
+        experiment_ids += [i for i in ids if i not in experiment_ids]
+    jobs = [run for group in groups for run in group]
+    if len(groups) > 1:
+        swept = tuple(k for p in parents
+                      for k in p.data.tags.get(SWEPT_KEYS_TAG, "").split(",") if k)
+        differences = setting_differences(groups, ignore=swept)
+        what = "the sweeps"
+    elif parents:
+        differences = {}
+        what = ""
+    else:  # every run of the experiment: one group per run
+        differences = setting_differences([[run] for run in jobs], ignore=COMPARED)
+        what = "the runs"
+    if differences:
+        warnings.warn(f"{what} differ in settings besides the ones compared: "
+                      f"{describe_differences(differences)}", SettingsDiffer, stacklevel=2)
     runs = runs_table(jobs)
     found = time.perf_counter()
     histories = load_histories(client, jobs, runs, source=source)
     done = time.perf_counter()
+    first = parents[0] if parents else None
     return SweepData(
         uri=uri,
         experiment_ids=experiment_ids,
-        sweep_id=parent.info.run_id if parent else None,
-        sweep_name=parent.info.run_name if parent else None,
+        sweep_id=first.info.run_id if first else None,
+        sweep_name=(" + ".join(p.info.run_name for p in parents) if parents else None),
         runs=runs,
         histories=histories,
         load_seconds={"runs": found - start, "histories": done - found},
+        sweep_ids=[p.info.run_id for p in parents],
+        sweep_names=[p.info.run_name for p in parents],
+        differences=differences,
     )

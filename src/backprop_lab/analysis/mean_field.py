@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from backprop_lab.engine.initializers import SCALED_INITIALIZERS
-from backprop_lab.engine.theory import MeanField, depth_scale, mean_field, sigma_w2
+from backprop_lab.engine.theory import MeanField, anchored, depth_scale, mean_field, sigma_w2
 
 from .summary import geometric_mean, sort_by_label
 
@@ -83,14 +83,6 @@ def factor_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,
     if "label" in by:
         table = sort_by_label(table, *[k for k in by if k != "label"])
     return table[columns]
-
-
-def anchored(anchor: float, factors: np.ndarray, layers: np.ndarray) -> np.ndarray:
-    """Predicted value(l) = anchor * prod_{k=l}^{L-2} factors[k-1] for the layers l <= L-1
-    (``factors`` (L-2,): the hidden steps; layer L-1 gets the anchor, the output layer NaN)."""
-    top = factors.size + 1
-    down = np.r_[np.cumprod(factors[::-1])[::-1], 1.0]  # (L-1,): layers 1..L-1
-    return np.array([anchor * down[l - 1] if l <= top else np.nan for l in layers])
 
 
 def profile_table(histories: pd.DataFrame, runs: pd.DataFrame | None = None,

@@ -6,9 +6,11 @@ measurement and whether it holds).
     python -m backprop_lab.report --paper glorot_bengio             # the same module, shorter
     python -m backprop_lab.report --paper he_init_depth --out reports/he
     python -m backprop_lab.analysis.report --uri sqlite:///mlflow.db --sweep RUN_ID --out reports/x
+    python -m backprop_lab.analysis.report --sweep RUN_A --sweep RUN_B --out reports/a_vs_b
     python -m backprop_lab.analysis.report --experiment backprop-lab --all-runs --out reports/all
 
-Writes ``<out>/summary.md`` and one PNG per figure of :mod:`backprop_lab.analysis.figures` (or
+Writes ``<out>/summary.md``, ``<out>/gradient_flow.html`` (analysis/gradient_flow.py) and one
+PNG per figure of :mod:`backprop_lab.analysis.figures` (or
 of the paper, :mod:`backprop_lab.analysis.papers`), then
 logs the folder as artifacts of the sweep's parent run under ``report/`` (skipped with
 ``--no-log``, or when the selection is a whole experiment and there is no parent run).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from backprop_lab.contract import telemetry_off  # noqa: E402
@@ -54,8 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", default=None,
                         help="experiment name (default: look for sweeps in every experiment)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--sweep", default="latest",
-                       help="parent run id of the sweep (default: the latest sweep)")
+    group.add_argument("--sweep", action="append", default=None,
+                       help="parent run id of the sweep (default: the latest sweep); repeat "
+                       "it to compare several sweeps in one report (a warning names the "
+                       "settings they differ in besides the swept ones)")
     group.add_argument("--all-runs", action="store_true",
                        help="use every job run of the experiment instead of one sweep")
     parser.add_argument("--paper", choices=PAPERS, default=None,
@@ -80,6 +85,9 @@ def write_report(sweep, out: Path, dpi: int = 120) -> list[Path]:
     summary = out / "summary.md"
     summary.write_text(summary_markdown(sweep, links), encoding="utf-8")
     written.append(summary)
+    from backprop_lab.analysis.gradient_flow import write_sweep_page
+
+    written.append(write_sweep_page(sweep, out))  # gradient_flow.html, the interactive page
     return written
 
 
@@ -133,13 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # files only, before pyplot is imported
     from mlflow import MlflowClient
 
-    from backprop_lab.analysis.loading import load_sweep
+    from backprop_lab.analysis.loading import SettingsDiffer, load_sweep
 
     try:
-        which = None if args.all_runs else args.sweep
+        which = (None if args.all_runs else "latest" if not args.sweep
+                 else args.sweep[0] if len(args.sweep) == 1 else args.sweep)
         if args.paper is not None and which == "latest":
             which = latest_sweep_named(args.uri, args.experiment, args.paper)
-        sweep = load_sweep(args.uri, args.experiment, which)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SettingsDiffer)
+            sweep = load_sweep(args.uri, args.experiment, which)
+        for warning in caught:  # the settings the runs differ in, said plainly
+            if issubclass(warning.category, SettingsDiffer):
+                print(f"warning: {warning.message}", file=sys.stderr)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -161,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no sweep parent run (whole experiment selected): report not logged to MLflow")
         return 0
     client = MlflowClient(tracking_uri=sweep.uri)
-    for path in files:
-        client.log_artifact(sweep.sweep_id, str(path), artifact_path=REPORT_ARTIFACT_PATH)
-    print(f"logged {len(files)} files to run {sweep.sweep_id} under {REPORT_ARTIFACT_PATH}/")
+    for parent in sweep.sweep_ids or [sweep.sweep_id]:  # several sweeps: each gets it
+        for path in files:
+            client.log_artifact(parent, str(path), artifact_path=REPORT_ARTIFACT_PATH)
+        print(f"logged {len(files)} files to run {parent} under {REPORT_ARTIFACT_PATH}/")
     return 0
 
 

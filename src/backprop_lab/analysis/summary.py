@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from backprop_lab.engine.activations import ACTIVATIONS
+from backprop_lab.engine.run_summary import CHANCE_NOTE, geometric_mean
 
 # Legend order: the registry's display ranks (saturating activations first).
 ACTIVATION_ORDER = tuple(sorted(ACTIVATIONS, key=lambda a: ACTIVATIONS[a].display_rank))
@@ -20,11 +21,16 @@ RELU_LIKE = ("relu",)
 CONFIG_COLUMNS = ("label", "activation", "init", "depth", "n_layers", "width", "sizes")
 
 
-def geometric_mean(values) -> float:
-    """exp(mean(log v)) over the positive, finite values (NaN when there are none)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
+def chance_levels(runs: pd.DataFrame) -> pd.Series:
+    """Per run (indexed by run_id): the chance accuracy its final accuracy is judged against
+    (engine/run_summary.py: the majority class's share of the labels; NaN when unknown)."""
+    from .loading import run_chance
+
+    levels = {}
+    for row in runs.to_dict("records"):
+        chance = run_chance(row)
+        levels[row["run_id"]] = chance.accuracy if chance is not None else np.nan
+    return pd.Series(levels, dtype=float)
 
 
 def label_order(frame: pd.DataFrame) -> list[str]:
@@ -211,15 +217,29 @@ def conclusions(runs: pd.DataFrame, histories: pd.DataFrame) -> list[str]:
         at_end = geometric_mean(sub.loc[sub["when"] == "final", "ratio"])
         first_init = geometric_mean(sub.loc[sub["when"] == "init", "value_first"])
         first_end = geometric_mean(sub.loc[sub["when"] == "final", "value_first"])
+        last_init = geometric_mean(sub.loc[sub["when"] == "init", "value_last"])
+        last_end = geometric_mean(sub.loc[sub["when"] == "final", "value_last"])
         n_layers = int(sub["n_layers"].iloc[0])
+        ids = set(sub["run_id"])
+        stuck = (int(runs.loc[runs["run_id"].isin(ids), "at_chance"].eq(True).sum())
+                 if "at_chance" in runs else 0)
         text = (
             f"**{label}**, depth {deepest} ({n_layers} weight layers, "
-            f"{_runs(sub['run_id'].nunique())}): at initialization the layer-1 gradient norm is "
+            f"{_runs(len(ids))}): at initialization the layer-1 gradient norm is "
             f"{_power_of_ten(at_init)} of the layer-{n_layers} (output) gradient norm, so the "
-            f"gradient {_verdict(at_init)}; after training it is {_power_of_ten(at_end)} "
-            f"(layer-1 gradient norm {first_init:.2g} at initialization, {first_end:.2g} at "
-            f"the end)."
+            f"gradient {_verdict(at_init)}; "
         )
+        norms = (f"layer 1 {first_init:.2g} -> {first_end:.2g}, layer {n_layers} "
+                 f"{last_init:.2g} -> {last_end:.2g}")
+        if stuck and stuck == len(ids):
+            text += (f"after training {'it is' if stuck == 1 else 'all of them are'} still at "
+                     f"chance accuracy, so the ratio after training ({_power_of_ten(at_end)}) "
+                     f"is no recovery (gradient norms, initialization -> end: {norms}).")
+        else:
+            text += (f"after training it is {_power_of_ten(at_end)} (gradient norms, "
+                     f"initialization -> end: {norms})"
+                     + (f"; {stuck} of {len(ids)} runs ended at chance accuracy." if stuck
+                        else "."))
         factor = factors[(factors["label"] == label) & (factors["depth"] == deepest)]
         if len(factor) == 1:
             measured, theory = factor["measured"].iloc[0], factor["theory"].iloc[0]
@@ -259,6 +279,8 @@ def conclusions(runs: pd.DataFrame, histories: pd.DataFrame) -> list[str]:
         if parts:
             lines.append(f"From depth {shallow} to depth {deepest}, final {metric} goes: "
                          + "; ".join(parts) + ".")
+    if "at_chance" in runs and runs["at_chance"].eq(True).any():
+        lines.append(CHANCE_NOTE[0].upper() + CHANCE_NOTE[1:] + ".")
     failed = runs[runs["outcome"].notna() & (runs["outcome"] != "finished")]
     if not failed.empty:
         lines.append(f"{len(failed)} of {len(runs)} runs did not finish normally: "
@@ -293,11 +315,23 @@ def summary_markdown(sweep, figures: dict[str, str] | None = None) -> str:
     relative to the markdown file.
     """
     runs, histories = sweep.runs, sweep.histories
-    title = f"sweep `{sweep.sweep_name}`" if sweep.sweep_id else "all runs of the experiment"
+    names = getattr(sweep, "sweep_names", None) or ([sweep.sweep_name] if sweep.sweep_id
+                                                     else [])
+    ids = getattr(sweep, "sweep_ids", None) or ([sweep.sweep_id] if sweep.sweep_id else [])
+    title = (f"sweeps {', '.join(f'`{n}`' for n in names)}" if len(names) > 1
+             else f"sweep `{names[0]}`" if names else "all runs of the experiment")
     out = [f"# Vanishing-gradient report: {title}", ""]
     out.append(f"- store: `{sweep.uri}`")
-    if sweep.sweep_id:
-        out.append(f"- sweep run id: `{sweep.sweep_id}`")
+    if ids:
+        out.append(f"- sweep run id{'s' if len(ids) > 1 else ''}: "
+                   + ", ".join(f"`{i}`" for i in ids))
+    differences = getattr(sweep, "differences", None)
+    if differences:
+        from .loading import describe_differences
+
+        what = "sweeps" if len(ids) > 1 else "runs"
+        out.append(f"- **the {what} differ in settings besides the ones compared**: "
+                   f"{describe_differences(differences)}")
     statuses = ", ".join(f"{k} {v}" for k, v in runs["status"].value_counts().items())
     out.append(f"- runs: {len(runs)} ({statuses})")
     configs = runs.groupby("label")["run_id"].size()
@@ -324,6 +358,8 @@ def summary_markdown(sweep, figures: dict[str, str] | None = None) -> str:
         out += ["", "## Figures", ""]
         out += [f"### {name}\n\n![{name}]({path})\n" for name, path in figures.items()]
     run_columns = ["run_name", "label", "depth", "seed", "status", "outcome", "train/loss",
-                   "train/accuracy", "val/accuracy", "run_id"]
+                   "train/accuracy", "val/accuracy", "at_chance", "vanishing/log10_ratio_init",
+                   "vanishing/log10_ratio_end", "run_id"]
+    run_columns = [c for c in run_columns if c in runs.columns]
     out += ["", "## Runs", "", markdown_table(runs[run_columns])]
     return "\n".join(out) + "\n"

@@ -15,4 +15,5 @@ measure.
     training      the training loop, divergence detection, callbacks
     theory        what theory predicts at initialization: mean field (variance map, gradient
                   factors, fixed point, depth scale) and the linear regime
+    run_summary   a run at a glance: its vanishing summary (vanishing/ metrics) and chance
 """

@@ -134,7 +134,7 @@ class DiagnosticsRecorder:
         np.matmul(A, self.ones, out=u[A_SUM])
         np.vecdot(A, A, out=u[A_SQ])
         # sum_i delta_i = m db: the bias gradient holds the error's per-unit sums.
-        np.multiply(net.grads[nw:], self.m, out=u[D_SUM])
+        np.multiply(net.grads[nw : nw + net.n_units], self.m, out=u[D_SUM])
         np.greater_equal(u[N_SAT], self.m - 0.5, out=u[DEAD])
         sums = self.per_layer
         np.add.reduceat(u, self.unit_starts, axis=1, dtype=np.float64, out=sums[3:])

@@ -13,6 +13,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 SCALARS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+#: Recorded when the optimizer clips gradients (optimizers.py), for the updates of epoch e in
+#: row e (NaN in the last row, which no update follows): the largest pre-clip global L2 norm
+#: of the epoch's steps, and the fraction of its steps that were clipped (0 or 1 full batch).
+CLIP_SCALARS = ("clip/grad_norm", "clip/fraction")
 LAYER_METRICS = (
     "grad_weight_ratio",
     "grad_norm",
@@ -41,8 +45,8 @@ def layer_metric_name(metric: str, layer: int) -> str:
 #: Per-layer metrics that span decades (1e-9 next to 1) whose log10 MLflow also gets by
 #: default, as ``<metric>_log10/layer_NN``, so the UI's default linear axis reads them
 #: (``tracking.log10`` chooses others). Tracking only: history.csv and the History keep the
-#: plain values. One by default: each adds L values a row to what a run stores.
-LOG10_METRICS = ("grad_weight_ratio",)
+#: plain values. Each adds L values a row to what a run stores (README, "Tracking cost").
+LOG10_METRICS = ("grad_weight_ratio", "delta_std", "grad_norm")
 LOG10_SUFFIX = "_log10"
 
 
@@ -69,10 +73,11 @@ def is_log10_companion(name: str) -> bool:
 class History:
     """Preallocated per-epoch arrays; ``n_rows`` of them are complete."""
 
-    def __init__(self, rows: int, n_layers: int, has_val: bool, diagnostics: bool) -> None:
+    def __init__(self, rows: int, n_layers: int, has_val: bool, diagnostics: bool,
+                 extra_scalars: Sequence[str] = ()) -> None:
         self.n_layers = n_layers
         self.n_rows = 0
-        names = SCALARS if has_val else SCALARS[:2]
+        names = (*(SCALARS if has_val else SCALARS[:2]), *extra_scalars)
         self.scalars: dict[str, np.ndarray] = {name: np.full(rows, np.nan) for name in names}
         self.layers: dict[str, np.ndarray] = (
             {name: np.full((rows, n_layers), np.nan) for name in LAYER_METRICS}

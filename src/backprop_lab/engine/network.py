@@ -116,14 +116,17 @@ class MLP:
         fans = list(zip(sizes[:-1], sizes[1:]))
         n_weights = sum(i * o for i, o in fans)
         # Parameters, gradients and up to two optimizer states, plus the diagnostics' copy.
-        needed = 5 * self.dtype.itemsize * (n_weights + sum(sizes[1:]))
+        needed = 5 * self.dtype.itemsize * (n_weights + sum(sizes[1:]) + self._extra_params(sizes))
         if needed > budget():
             raise ValueError(
                 f"a network with layer widths {sizes} has {n_weights + sum(sizes[1:])} "
                 f"parameters, which need {gib(needed)} with their gradients and optimizer "
                 f"state: more than a quarter of this machine's memory ({gib(budget() * 4)})")
         self.n_weights = n_weights
-        self.params = np.zeros(n_weights + sum(sizes[1:]), dtype=self.dtype)
+        # Parameters beyond weights and biases (normalization gains and shifts: blocks.py) follow
+        # the biases in the same flat vector.
+        n_extra = self._extra_params(sizes)
+        self.params = np.zeros(n_weights + sum(sizes[1:]) + n_extra, dtype=self.dtype)
         self.grads = np.zeros_like(self.params)
         # Offsets of each layer's block in the flat weight segment and in the stacked units.
         self.weight_offsets = np.cumsum([0] + [i * o for i, o in fans])
@@ -152,7 +155,15 @@ class MLP:
                 b[...] = draw_biases(rng, b.shape[0], self.sigma_b2)
         self._workspaces: dict[int, Workspace] = {}
 
+    #: Running statistics that ``forward`` updates when this is set (batch normalization,
+    #: blocks.py; the training loop sets it around the passes whose batch it steps on).
+    update_running_stats = False
+
     # -- structure -----------------------------------------------------------------------------
+    def _extra_params(self, sizes: list[int]) -> int:
+        """Parameters after the biases in the flat vector (none for the plain network)."""
+        return 0
+
     def layer_rows(self, l: int) -> slice:
         """Rows of layer l (0-based) in a workspace's stacked (U, m) buffers."""
         return self._rows[l]
@@ -201,6 +212,11 @@ class MLP:
                     on_preact(l, z)
                 a = self.head.activate(z, out=ws.A[rows])
         return a
+
+    #: Forward pass in evaluation mode (the validation metrics), ``forward_eval(X, ws)``: for
+    #: the plain network ``forward`` itself; batch normalization (blocks.py) uses its running
+    #: statistics there.
+    forward_eval = forward
 
     def backward(
         self,

@@ -10,6 +10,12 @@ With g the gradient (plus ``weight_decay * w`` on weights, never on biases) and 
   w <- w - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (Kingma & Ba 2015).
 
 State vectors have the parameter vector's shape (P,) and are allocated on the first step.
+
+Gradient clipping (Pascanu et al. 2013; ``clip_norm``, any optimizer, none by default): before
+the update (and before weight decay), with ||g|| the global L2 norm over all P parameters,
+g <- g * c / (||g|| + 1e-6) where c / (||g|| + 1e-6) < 1, PyTorch's ``clip_grad_norm_``. Each
+step's pre-clip norm and whether it clipped are counted until the trainer takes them
+(:meth:`Optimizer.take_clip_stats`, once an epoch).
 """
 
 from __future__ import annotations
@@ -42,12 +48,44 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state: dict[str, Array] = {}
+        self.clip_norm: float | None = None
+        self._clip_max, self._clip_steps, self._clip_count = -math.inf, 0, 0
+
+    def set_clip_norm(self, clip_norm: float | None) -> None:
+        """Clip the global gradient norm to ``clip_norm`` before each update (None: never)."""
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float))
+                                          and math.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a positive number or None (no clipping); "
+                             f"got {clip_norm!r}")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+
+    def clip(self, grads: Array) -> float:
+        """Scale ``grads`` (P,) in place to global norm ``clip_norm`` if larger; returns the
+        pre-clip norm."""
+        norm = math.sqrt(float(np.dot(grads, grads)))
+        coef = self.clip_norm / (norm + 1e-6)
+        self._clip_steps += 1
+        self._clip_max = max(self._clip_max, norm) if norm == norm else math.nan
+        if coef < 1.0:
+            grads *= coef
+            self._clip_count += 1
+        return norm
+
+    def take_clip_stats(self) -> tuple[float, float]:
+        """(largest pre-clip global norm, fraction of steps clipped) since the last call
+        (NaN, NaN without steps)."""
+        steps = self._clip_steps
+        stats = (self._clip_max, self._clip_count / steps) if steps else (math.nan, math.nan)
+        self._clip_max, self._clip_steps, self._clip_count = -math.inf, 0, 0
+        return stats
 
     def step(self, net: MLP) -> None:
         self.t += 1
         if len(self.state) < len(self.state_names):
             self.state = {name: np.zeros_like(net.params) for name in self.state_names}
         grads = net.grads
+        if self.clip_norm is not None:
+            self.clip(grads)
         if self.weight_decay:
             # L2 decay on the weights only (biases are not decayed): g + wd * w.
             grads = grads.copy()
@@ -60,6 +98,7 @@ class Optimizer:
 
     def __repr__(self) -> str:
         extra = f", weight_decay={self.weight_decay}" if self.weight_decay else ""
+        extra += f", clip_norm={self.clip_norm}" if self.clip_norm is not None else ""
         return f"{type(self).__name__}(lr={self.lr}{extra})"
 
 
@@ -141,8 +180,9 @@ def hyper_parameters(name: str) -> list[str]:
     return [p for p in signature.parameters if p != "self"]
 
 
-def make_optimizer(name: str, **hyper: float | bool) -> Optimizer:
-    """Build optimizer ``name`` from its registry entry and hyper-parameters.
+def make_optimizer(name: str, clip_norm: float | None = None, **hyper: float | bool) -> Optimizer:
+    """Build optimizer ``name`` from its registry entry and hyper-parameters, clipping the
+    global gradient norm to ``clip_norm`` (None: no clipping).
 
     A ValueError names an unknown optimizer (with the valid choices), an unknown hyper-parameter
     (with the ones this optimizer takes) or a bad value.
@@ -154,4 +194,6 @@ def make_optimizer(name: str, **hyper: float | bool) -> Optimizer:
     if unknown:
         raise ValueError(f"optimizer {name!r} has no hyper-parameter {', '.join(unknown)}; "
                          f"it takes {', '.join(accepted)}")
-    return OPTIMIZERS[name](**hyper)
+    optimizer = OPTIMIZERS[name](**hyper)
+    optimizer.set_clip_norm(clip_norm)
+    return optimizer

@@ -384,6 +384,7 @@ def critical_sigma_w2(activation: str, sigma_b2: float = 0.0, q0: float = 1.0,
 
 
 __all__ = [
+    "anchored",
     "DepthScale",
     "MeanField",
     "backprop_std_factor",
@@ -401,3 +402,11 @@ __all__ = [
     "variance_map",
     "variance_map_slope",
 ]
+
+
+def anchored(anchor: float, factors: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    """Predicted value(l) = anchor * prod_{k=l}^{L-2} factors[k-1] for the layers l <= L-1
+    (``factors`` (L-2,): the hidden steps; layer L-1 gets the anchor, the output layer NaN)."""
+    top = factors.size + 1
+    down = np.r_[np.cumprod(factors[::-1])[::-1], 1.0]  # (L-1,): layers 1..L-1
+    return np.array([anchor * down[l - 1] if l <= top else np.nan for l in layers])

@@ -28,7 +28,7 @@ import numpy as np
 
 from backprop_lab.engine.datasets import Dataset
 from backprop_lab.engine.diagnostics import DiagnosticsRecorder, Histogram
-from backprop_lab.engine.history import History
+from backprop_lab.engine.history import CLIP_SCALARS, History
 from backprop_lab.engine.limits import budget, gib
 from backprop_lab.engine.network import MLP
 from backprop_lab.engine.optimizers import Optimizer
@@ -167,7 +167,10 @@ def train(
         Xp, Yp = np.ascontiguousarray(X[:, keep]), np.ascontiguousarray(Y[:, keep])
     separate_probe = Xp is not X
 
-    history = History(epochs + 1, net.n_layers, has_val, diagnostics)
+    clipping = optimizer.clip_norm is not None
+    history = History(epochs + 1, net.n_layers, has_val, diagnostics,
+                      CLIP_SCALARS if clipping else ())
+    optimizer.take_clip_stats()  # count this run's steps only
     # The pass over the training set (loss, accuracy: the probe pass unless the probe is a
     # subset), the probe pass and the validation pass.
     train_ws = net.new_workspace(n)
@@ -192,12 +195,15 @@ def train(
             train_hook = (recorder.on_preact if recorder is not None and not separate_probe
                           else None)
             for e in range(epochs + 1):
+                # Batch norm's running statistics follow the passes an update is made from.
+                net.update_running_stats = full_batch and e < epochs
                 net.forward(X, train_ws, train_hook)
+                net.update_running_stats = False
                 loss = net.loss(train_ws, Y)
                 loss_row[e] = loss
                 acc_row[e] = net.accuracy(train_ws, Y)
                 if has_val:
-                    net.forward(Xv, val_ws)
+                    net.forward_eval(Xv, val_ws)
                     history.scalars["val/loss"][e] = net.loss(val_ws, Yv)
                     history.scalars["val/accuracy"][e] = net.accuracy(val_ws, Yv)
                 last = e == epochs or not math.isfinite(loss)
@@ -217,6 +223,7 @@ def train(
                     if full_batch:
                         optimizer.step(net)
                     else:
+                        net.update_running_stats = True
                         order = rng.permutation(n)
                         for s in range(0, n, batch_size):
                             idx = order[s : s + batch_size]
@@ -225,7 +232,12 @@ def train(
                             net.forward(Xb, batch_ws)
                             net.backward(Yb, batch_ws)
                             optimizer.step(net)
+                        net.update_running_stats = False
                     epochs_run = e + 1
+                    if clipping:
+                        norm, fraction = optimizer.take_clip_stats()
+                        history.scalars["clip/grad_norm"][e] = norm
+                        history.scalars["clip/fraction"][e] = fraction
                     if recorder is not None:
                         recorder.record_update(e, history)
                 history.n_rows = e + 1

@@ -294,6 +294,22 @@ def task(cfg: DictConfig) -> dict:
 
 def main() -> None:
     """Entry point of ``train.py`` and the ``backprop-train`` console script."""
+    try:
+        _compose_and_run()
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: one line, no traceback
+        name = getattr(exc, "signame", "SIGINT")
+        message = getattr(exc, "message", None) or "stopped before any run was created."
+        if not message.startswith("Interrupted"):
+            message = f"Interrupted by {name}: {message}"
+        sys.stderr.write(f"\n{message}\n")
+        sys.stderr.flush()
+        status = exc.exit_status if isinstance(exc, stopping.Interrupted) else 130
+        raise SystemExit(status) from None
+
+
+def _compose_and_run() -> None:
+    """Hydra's main around :func:`task`, with the stop signals handled from the start (a Ctrl-C
+    while the imports or the configs' registration run is one line, not a traceback)."""
     import warnings
 
     import hydra
@@ -306,17 +322,7 @@ def main() -> None:
     from backprop_lab.tracking.secrets import install_output_masking
 
     install_output_masking()  # no password or token in anything printed or logged
-    register_configs()
     stopping.install(raising=True)
-    try:
-        with mode_composition_reused():
-            hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: one line, no traceback
-        name = getattr(exc, "signame", "SIGINT")
-        message = getattr(exc, "message", None) or "stopped before any run was created."
-        if not message.startswith("Interrupted"):
-            message = f"Interrupted by {name}: {message}"
-        sys.stderr.write(f"\n{message}\n")
-        sys.stderr.flush()
-        status = exc.exit_status if isinstance(exc, stopping.Interrupted) else 130
-        raise SystemExit(status) from None
+    register_configs()
+    with mode_composition_reused():
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()

@@ -7,6 +7,7 @@ is named before any MLflow run exists, by the one piece of code that knows what 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.engine.initializers import NAMED_SIGMA_W2
+from backprop_lab.engine.run_summary import chance_of, geometric_mean, theory_factor
 from backprop_lab.harness.config import (
     ConfigError,
     config_value,
@@ -70,8 +72,8 @@ def engine_error(exc: ValueError, cfg: DictConfig, keys: list[str]) -> ConfigErr
 def build(cfg: DictConfig) -> Built:
     """Data set, network and optimizer of a job, built by the engine, which checks every value;
     a bad one raises ConfigError naming its config key, the value and the engine's reason."""
+    from backprop_lab.engine.blocks import make_network
     from backprop_lab.engine.datasets import load_dataset
-    from backprop_lab.engine.network import MLP
     from backprop_lab.engine.optimizers import make_optimizer
     from backprop_lab.engine.training import check_arguments
 
@@ -94,15 +96,20 @@ def build(cfg: DictConfig) -> Built:
     if output == "softmax_ce":  # a softmax over two classes needs two target rows
         ds = ds.one_hot()
     try:
-        net = MLP([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
-                  activation=cfg.activation.name,
-                  output=output,
-                  init=cfg.model.init.name, rng=init_rng, dtype=dtype,
-                  sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2)
+        net = make_network([ds.n_features, *hidden_sizes(cfg.model), ds.n_outputs],
+                           activation=cfg.activation.name,
+                           output=output,
+                           init=cfg.model.init.name, rng=init_rng, dtype=dtype,
+                           sigma_w2=cfg.model.sigma_w2, sigma_b2=cfg.model.sigma_b2,
+                           residual=cfg.model.residual,
+                           residual_scale=float(cfg.model.residual_scale),
+                           norm=cfg.model.norm.name)
     except ValueError as exc:
         raise engine_error(exc, cfg, ["activation", "dtype",
                                       *(f"model.{k}" for k in cfg.model)]) from None
     hyper = {k: v for k, v in to_plain(cfg.optimizer).items() if k not in ("name", "batch_size")}
+    # A config composed without the key (an old run's saved config) clips nothing.
+    hyper.setdefault("clip_norm", None)
     try:
         optimizer = make_optimizer(cfg.optimizer.name, **hyper)
         check_arguments(net, ds, cfg.epochs, cfg.optimizer.batch_size, cfg.histogram_every,
@@ -134,6 +141,35 @@ def derived_params(built: Built) -> dict[str, Any]:
         "data.n_classes": ds.n_classes,
         "data.n_train": ds.n_train,
         "data.n_val": ds.n_val,
-        # q^0 of mean-field theory (engine/theory.py): the mean squared standardized input.
-        "data.input_var": float(np.mean(np.square(ds.X_train))),
+        "data.input_var": input_var(ds),
+        # What a constant answer scores, and the margin above it (engine/run_summary.py).
+        "data.chance_accuracy": (chance := chance_of(ds)).accuracy,
+        "data.chance_tolerance": chance.tolerance,
     }
+
+
+def input_var(ds) -> float:
+    """q^0 of mean-field theory (engine/theory.py): the mean squared standardized input."""
+    return float(np.mean(np.square(ds.X_train)))
+
+
+def theory_factor_of(built: Built) -> float:
+    """Mean-field theory's per-layer factor of delta_std at initialization for the job's
+    network and data (engine/run_summary.py; NaN when it has fewer than 3 layers)."""
+    net = built.net
+    if getattr(net, "norm", "none") != "none":
+        return math.nan  # no mean field for normalization layers (docs/cures.md)
+    if getattr(net, "residual", False):
+        if net.init in ("gaussian", "orthogonal"):
+            return math.nan  # residual_mean_field takes the named initializers' sigma_w^2
+        from backprop_lab.engine.residual_theory import residual_mean_field
+
+        if len(net.sizes) < 4:
+            return math.nan
+        factors = residual_mean_field(net.activation.name, net.init, net.sizes,
+                                      residual_scale=net.residual_scale,
+                                      input_var=input_var(built.dataset),
+                                      sigma_b2=net.sigma_b2).std_factors
+        return geometric_mean(factors[: len(net.sizes) - 3])
+    return theory_factor(net.activation.name, net.init, net.sizes, input_var(built.dataset),
+                         sigma_b2=net.sigma_b2, sigma_w2=net.sigma_w2)

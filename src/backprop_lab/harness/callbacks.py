@@ -18,7 +18,9 @@ import copy
 import json
 import os
 import sys
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from backprop_lab.harness.job_context import (
     ENV_SWEPT_KEYS,
     GROUPS,
     split_override,
+    sweep_name,
 )
 
 
@@ -137,6 +140,17 @@ def check_job(cfg: DictConfig, label: str = "") -> None:
 _HEARTBEATS: dict[str, Any] = {}
 
 
+#: The gradient-flow page worker of each sweep this process runs, by sweep id
+#: (harness/page_worker.py); outside the callback for the same reason.
+_PAGE_WORKERS: dict[str, Any] = {}
+
+
+def _close_page_worker(sweep_id: str | None) -> None:
+    worker = _PAGE_WORKERS.pop(sweep_id, None) if sweep_id else None
+    if worker is not None:
+        worker.close()
+
+
 def _stop_heartbeat(run_id: str) -> None:
     heartbeat = _HEARTBEATS.pop(run_id, None)
     if heartbeat is not None:
@@ -155,6 +169,7 @@ class TrackingCallback(Callback):
         self.experiment_id: str | None = None
         self.swept: list[str] = []
         self.title = "sweep"
+        self.page_seconds: float | None = None  # waited for the gradient-flow page at the end
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -229,8 +244,7 @@ class TrackingCallback(Callback):
         choices = config.hydra.runtime.choices
         experiment = choices.get("experiment")
         cli = list(config.hydra.overrides.task)
-        swept_cli = [o for o in cli if split_override(o)[0] in swept]
-        name = experiment or ("sweep " + " ".join(swept_cli) if swept_cli else "sweep")
+        name = sweep_name(experiment, cli, swept, datetime.now())
         tags = {
             ROLE_TAG: "sweep",
             "hydra.overrides": " ".join(cli),
@@ -248,6 +262,11 @@ class TrackingCallback(Callback):
         self.parent_run_id = tracking.create_run(self.uri, experiment_id, name[:250], tags=tags)
         if jobs and not self.search:
             resume.write_sweep_file(Path(config.hydra.sweep.dir), self.parent_run_id, keys)
+        # A search's trials are not one study to compare; log_artifacts=false logs no files.
+        if not self.search and first.tracking.log_artifacts:
+            from backprop_lab.harness.page_worker import PageWorker
+
+            _PAGE_WORKERS[self.sweep_id] = PageWorker()
         _HEARTBEATS[self.parent_run_id] = tracking.start_heartbeat(self.uri, self.parent_run_id)
         self.experiment_id, self.swept, self.title = experiment_id, swept, name[:250]
         os.environ[ENV_PARENT_RUN_ID] = self.parent_run_id
@@ -292,9 +311,12 @@ class TrackingCallback(Callback):
         if summaries:
             print(runs_table(summaries))
         if self.uri:
-            from backprop_lab.tracking import ui_command
+            from backprop_lab.tracking import ui_command, ui_pages
 
             print(f"\nMLflow store: {self.uri}\nOpen the UI:  {ui_command(self.uri)}")
+            if self.parent_run_id and self.experiment_id:
+                for label, page in ui_pages(self.uri, self.experiment_id, self.parent_run_id):
+                    print(f"{label:<13} {page}")
         if config.get("figures") is None and summaries:  # sweeps render figures on demand
             example = summaries[0].get("run_id") or "<job folder>"
             print(f"Figures:      python -m backprop_lab.harness.run_figures {example}")
@@ -311,7 +333,7 @@ class TrackingCallback(Callback):
             from backprop_lab.tracking import ArtifactSpec, end_run, open_store
 
             store = open_store(self.uri)
-            extra = self._report(config, sweep_dir)
+            extra = self._gradient_flow(store, sweep_dir) + self._report(config, sweep_dir)
             # The sweep's result as the parent's description, its table and config.
             from backprop_lab.harness.sweep_summary import NOTE_TAG, description
 
@@ -329,9 +351,12 @@ class TrackingCallback(Callback):
             if signame:
                 outcome, reason = "killed", f"interrupted by {signame}; {reason or 'no job lost'}"
             _stop_heartbeat(self.parent_run_id)
+            timing = ({"backprop_lab.seconds.gradient_flow": f"{self.page_seconds:.3f}"}
+                      if self.page_seconds is not None else {})
             end_run(self.uri, self.parent_run_id, outcome, reason,
-                    extra_tags={"backprop_lab.n_failed": str(problems)})
+                    extra_tags={"backprop_lab.n_failed": str(problems), **timing})
             self.parent_run_id = None
+        _close_page_worker(self.sweep_id)
         if self.sweep_id:
             stopping.stop_file(sweep_dir, self.sweep_id).unlink(missing_ok=True)
         stopping.clear_callbacks()
@@ -354,6 +379,37 @@ class TrackingCallback(Callback):
             raise SystemExit(1)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _gradient_flow(self, store, sweep_dir: Path) -> list[str]:
+        """The sweep's gradient-flow page (analysis/gradient_flow.py), made of the records its
+        jobs left in their folders, into <sweep>/gradient_flow.html and the parent's
+        artifacts; markdown lines for the parent's description."""
+        worker = _PAGE_WORKERS.pop(self.sweep_id, None)
+        if worker is None:
+            return []
+        if stopping.received():
+            worker.close()
+            return []  # stopping should be quick; the command below makes it later
+        from backprop_lab.tracking import ArtifactSpec
+
+        redo = ("python -m backprop_lab.analysis.gradient_flow "
+                f"--uri {self.uri} --sweep {self.parent_run_id}")
+        try:
+            tic = time.perf_counter()
+            path = worker.build(sweep_dir, self.sweep_id, self.title)
+            worker.close()
+            self.page_seconds = time.perf_counter() - tic
+            if path is None:  # diagnostics=false, or jobs on other machines (Ray)
+                return ["", "Gradient-flow page: none (no job left its per-layer record in "
+                        f"this sweep's folder); from the store: `{redo}`"]
+            store.log_artifacts(self.parent_run_id, [ArtifactSpec(path)])
+        except Exception as exc:  # the sweep's runs are recorded; the page can be redone
+            worker.close()
+            sys.stderr.write(f"warning: the sweep's gradient-flow page failed: {exc}\n"
+                             f"  redo it: {redo}\n")
+            return []
+        return ["", f"**Gradient flow**: `{path.name}` in this run's artifacts, an interactive "
+                "page of every layer of every run (profile, heat maps, histograms)."]
+
     def _report(self, config: DictConfig, sweep_dir: Path) -> list[str]:
         """With ``report: true``: the analysis report of the sweep (analysis/report.py) into
         <sweep>/report and the parent's artifacts; markdown lines linking its figures."""
@@ -415,6 +471,7 @@ class TrackingCallback(Callback):
     def _end_parent_if_open(self) -> None:
         """At exit after a stop signal or a crash, the sweep's parent run is KILLED (or FAILED),
         not left RUNNING."""
+        _close_page_worker(self.sweep_id)
         if self.parent_run_id and self.uri:
             from backprop_lab.tracking import end_run
 

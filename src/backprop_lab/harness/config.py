@@ -36,6 +36,15 @@ Init = Enum("Init", {name: name for name in INIT_CHOICES}, module=__name__)
 Output = Enum("Output", {"auto": "auto", **{name: name for name in OUTPUTS}}, module=__name__)
 
 
+class Norm(Enum):
+    """Normalization before each hidden activation (engine/blocks.py): ``layer`` over a sample's
+    units, ``batch`` over the batch's samples (running statistics for validation)."""
+
+    none = "none"
+    layer = "layer"
+    batch = "batch"
+
+
 class RandomStream(Enum):
     """``generator``: np.random.default_rng(seed) with separate child streams for data, weights
     and shuffling. ``legacy``: one RandomState(seed), data drawn first, then weights (as the
@@ -67,6 +76,12 @@ class ModelConfig:
     sigma_w2: float | None = None
     sigma_b2: float = 0.0  # biases drawn N(0, sigma_b2); 0: zeros
     output: Output = Output.auto  # auto: sigmoid_bce for 2 classes, softmax_ce for more
+    # The cures (engine/blocks.py): a skip path a^l = a^{l-1} + residual_scale f(...) around
+    # every hidden layer but the first (equal hidden widths), and normalization before the
+    # activation.
+    residual: bool = False
+    residual_scale: float = 1.0
+    norm: Norm = Norm.none
 
 
 @dataclass
@@ -90,6 +105,8 @@ class OptimizerConfig:
     lr: float = 0.01
     batch_size: int | None = None  # None: full batch
     weight_decay: float = 0.0
+    # Clip the global L2 norm of the gradient to this before each update; null: never.
+    clip_norm: float | None = None
 
 
 @dataclass
@@ -118,9 +135,9 @@ class TrackingConfig:
     # Per-layer metrics whose log10 MLflow also gets, as <metric>_log10/layer_NN, so the UI's
     # linear axes read quantities that span decades; [] for none (engine/history.py).
     log10: list[str] = field(default_factory=lambda: list(LOG10_METRICS))
-    # Step images for the UI's image charts (gradient profile and histograms at every
-    # histogram epoch: harness/step_images.py). null: like `figures` (single runs yes, jobs of
-    # a sweep no); true/false: always/never.
+    # Removed: the step images of the UI's image charts (a config dump above a thumbnail in
+    # MLflow 3.17), replaced by the gradient-flow page. Kept in the schema only so that a
+    # command that still sets it fails with that news (validate) rather than "no such key".
     images: bool | None = None
     log_artifacts: bool = True
 
@@ -214,6 +231,11 @@ def config_value(cfg: DictConfig, key: str) -> str:
     return str(_name(value))
 
 
+IMAGES_REMOVED = ("removed: the step images are replaced by the interactive page "
+                  "gradient_flow.html among the run's artifacts (a sweep's: its parent run's); "
+                  "drop the override")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every bad value the engine does not check (it checks its own
     arguments when the harness builds a job: harness/app.py's ``build``)."""
@@ -225,8 +247,15 @@ def validate(cfg: DictConfig) -> None:
             ("tracking.log_every", cfg.tracking.log_every >= 1, "must be a positive integer"),
             ("jacobian_probes", cfg.jacobian_probes >= 0,
              "must be an integer >= 0 (0: no Jacobian spectrum)"),
+            # engine/jacobian.py multiplies the plain layers' D_l W_l: a skip path or a
+            # normalization would make that product a different network's Jacobian.
+            ("jacobian_probes", cfg.jacobian_probes == 0
+             or (not cfg.model.residual and str(_name(cfg.model.norm)) == "none"),
+             "the Jacobian spectrum is measured for plain networks only "
+             "(model.residual=false, model.norm=none)"),
             ("tracking.log10", set(cfg.tracking.log10) <= set(LAYER_METRICS),
              f"must list per-layer metrics, of {', '.join(LAYER_METRICS)}"),
+            ("tracking.images", cfg.tracking.get("images") is None, IMAGES_REMOVED),
             # depth x width becomes the engine's layer sizes: a depth below 1 would be no error
             # there, just no hidden layer.
             ("model.depth", "depth" not in cfg.model or 1 <= cfg.model.depth <= MAX_DEPTH,
@@ -272,3 +301,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not out and prefix:
         out[prefix] = "[]" if isinstance(tree, list | tuple) else "{}"
     return out
+
+
+def _critical_sigma_w2(activation: Any, sigma_b2: Any = 0.0) -> float:
+    """``${critical_sigma_w2:${activation},${model.sigma_b2}}``: the sigma_w^2 at which an
+    activation's chi_1 is 1 for bias variance sigma_b2 (engine/theory.py), to 4 decimals, so
+    that a config can put a network at criticality for whichever activation a sweep picks."""
+    from backprop_lab.engine.theory import critical_sigma_w2
+
+    name = activation.name if isinstance(activation, Enum) else str(activation)
+    return round(float(critical_sigma_w2(name, float(sigma_b2))), 4)
+
+
+OmegaConf.register_new_resolver("critical_sigma_w2", _critical_sigma_w2, replace=True)

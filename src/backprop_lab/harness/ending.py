@@ -11,6 +11,7 @@ store) read.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from backprop_lab.contract import STATUS, SUMMARY_FILE
-from backprop_lab.harness.build import Built
+from backprop_lab.engine import run_summary as rs
+from backprop_lab.engine.run_summary import Chance, chance_of, vanishing_summary
+from backprop_lab.harness.build import Built, theory_factor_of
 from backprop_lab.harness.job_context import JobContext
 from backprop_lab.harness.progress import grad_ratio, summary_line
 from backprop_lab.harness.run_outputs import artifact_specs, save_outputs
@@ -40,11 +43,37 @@ class Ending:
     reason: str | None = None
     history: History | None = None
     histograms: list[Histogram] = field(default_factory=list)
+    #: The run's ``vanishing/`` metrics, name -> (epoch, value) (engine/run_summary.py).
+    vanishing: dict[str, tuple[int, float]] = field(default_factory=dict)
+    chance: Chance | None = None
+
     # How training itself ended, before a store failure made a finished run "failed": what
     # tracking/restore.py marks the run with once it has put the missing epochs back.
     training_outcome: str | None = None
     training_reason: str | None = None
     jacobian: Any = None  # engine.jacobian.JacobianProbe of a run with jacobian_probes
+
+
+def summarize(built: Built, ending: Ending) -> None:
+    """Fill ``ending.vanishing`` and ``ending.chance`` from what the run recorded."""
+    ending.chance = chance_of(built.dataset)
+    try:
+        theory = theory_factor_of(built)
+    except ValueError:  # an activation theory cannot integrate: no prediction
+        theory = math.nan
+    ending.vanishing = vanishing_summary(ending.history, theory=theory, chance=ending.chance)
+
+
+def vanishing_blocks(ending: Ending) -> list[tuple]:
+    """The ``vanishing/`` metrics as metric blocks (names, steps, values, timestamps), each at
+    the epoch it describes (0 or the last): written with the run's final flush."""
+    by_step: dict[int, list[tuple[str, float]]] = {}
+    for name, (step, value) in ending.vanishing.items():
+        by_step.setdefault(step, []).append((name, value))
+    now = np.array([int(time.time() * 1000)], dtype=np.int64)
+    return [([n for n, _ in pairs], np.array([step]),
+             np.array([[v] for _, v in pairs], dtype=float), now)
+            for step, pairs in sorted(by_step.items())]
 
 
 def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | None,
@@ -73,7 +102,15 @@ def job_summary(ctx: JobContext, cfg: DictConfig, ending: Ending, run_id: str | 
         "grad_ratio": grad_ratio(final, n_layers) if n_layers and final else None,
         "grad_ratio_init": (grad_ratio(history.row(0), n_layers)
                             if n_layers and history is not None and history.n_rows else None),
+        **{key: (ending.vanishing[name][1] if name in ending.vanishing else None)
+           for key, name in rs.SUMMARY_KEYS.items()},
+        "at_chance": (bool(ending.vanishing[rs.AT_CHANCE][1])
+                      if rs.AT_CHANCE in ending.vanishing else None),
+        "chance_accuracy": ending.chance.accuracy if ending.chance else None,
+        "chance_tolerance": ending.chance.tolerance if ending.chance else None,
     }
+
+
 
 
 def finish(ctx: JobContext, summary: dict) -> dict:
@@ -88,25 +125,50 @@ def _warn(message: str) -> None:
     sys.stderr.flush()
 
 
-def _step_images(ctx: JobContext, ending: Ending, tracker: RunTracker) -> dict[str, str]:
-    """Render the run's step images into its folder (logged with its artifacts); the tags
-    that tell the UI the run has images, and what rendering took."""
-    from backprop_lab.harness.step_images import save_step_images
-    from backprop_lab.tracking.images import IMAGES_DIR, LOGGED_IMAGES_TAG
+def flow_record(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
+                run_id: str | None) -> dict | None:
+    """The job's record for the gradient-flow page (analysis/flow_records.py), from its
+    history in memory; None without per-layer diagnostics."""
+    from backprop_lab.analysis.flow_records import make_label, record_from_history
+    from backprop_lab.harness.build import derived_params
+
+    derived = derived_params(built)
+    init = str(derived["net.init"])
+    meta = {"id": run_id or f"job-{ctx.job_num}", "name": ctx.run_name,
+            "sweep_id": ctx.sweep_id, "job_num": ctx.job_num,
+            "label": make_label(cfg.activation.name, init), "activation": cfg.activation.name,
+            "init": init, "depth": derived["net.depth"], "n_layers": derived["net.n_layers"],
+            "width": derived["net.width"], "sizes": [int(s) for s in built.net.sizes],
+            "seed": cfg.seed, "dataset": cfg.dataset.name, "optimizer": cfg.optimizer.name,
+            "lr": cfg.optimizer.lr, "input_var": derived["data.input_var"],
+            "outcome": ending.outcome, "status": STATUS[ending.outcome],
+            "epochs_config": cfg.epochs}
+    return record_from_history(ending.history, ending.histograms, meta)
+
+
+def _gradient_flow(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
+                   run_id: str | None) -> dict[str, str]:
+    """Save the job's record into its folder (a sweep's page is made of them at the end of
+    the sweep: harness/callbacks.py) and, for a single run, its own gradient-flow page
+    (logged with its artifacts); the time it took, as a tag."""
+    from backprop_lab.analysis.flow_records import save_record
+    from backprop_lab.contract import FLOW_RECORD_FILE
 
     tic = time.perf_counter()
-    times = tracker._times if tracker._times is not None else []
-    stamps = [t or int(time.time() * 1000) for t in times]
     try:
-        n = save_step_images(ending.history, ending.histograms, ctx.output_dir / IMAGES_DIR,
-                             stamps, ctx.run_name)
+        record = flow_record(cfg, ctx, built, ending, run_id)
+        if record is None:
+            return {}
+        save_record(record, ctx.output_dir / FLOW_RECORD_FILE)
+        if not ctx.multirun:
+            from backprop_lab.analysis.gradient_flow import write_page
+
+            write_page([record], ctx.output_dir, title=ctx.run_name,
+                       subtitle=f"one run: {built.net!r}")
     except Exception as exc:  # the metrics and outputs matter more
-        _warn(f"could not render the run's step images: {exc}")
+        _warn(f"could not make the run's gradient-flow page: {exc}")
         return {}
-    if not n:
-        return {}
-    return {LOGGED_IMAGES_TAG: "True",
-            "backprop_lab.seconds.images": f"{time.perf_counter() - tic:.3f}"}
+    return {"backprop_lab.seconds.gradient_flow": f"{time.perf_counter() - tic:.3f}"}
 
 
 def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
@@ -123,11 +185,15 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     history_written = history_log is not None and history_log.close()
     ending.training_outcome, ending.training_reason = ending.outcome, ending.reason
     store_error: Exception | None = None
+    try:
+        summarize(built, ending)
+    except Exception as exc:  # a summary must not cost the run its record
+        _warn(f"could not summarize the run's gradient flow: {exc}")
     if tracker is not None:
         try:
             if history is not None:
                 tracker.attach(history)
-            tracker.flush(final=True)
+            tracker.flush(final=True, extra=vanishing_blocks(ending))
             if ending.jacobian is not None and ending.jacobian.records:
                 names, steps, values = ending.jacobian.metric_block()
                 now = np.full(steps.size, int(time.time() * 1000), dtype=np.int64)
@@ -148,15 +214,14 @@ def wrap_up(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
     files = (f"{rows} history rows in {ctx.output_dir / 'history.csv'}" if saved and rows
              else f"outputs in {ctx.output_dir}" if saved
              else f"no outputs ({ctx.output_dir} could not be written)")
+    page = {}
+    if saved and ending.outcome != "killed" and (tracker is not None or not ctx.multirun):
+        page = _gradient_flow(cfg, ctx, built, ending, tracker.run_id if tracker else None)
     if tracker is None:
         return f"kept {files}."
-    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}"}
+    timings = {"backprop_lab.seconds.metric_logging": f"{tracker.seconds_logging:.3f}", **page}
     if ending.jacobian is not None:
         timings["backprop_lab.seconds.jacobian"] = f"{ending.jacobian.seconds:.3f}"
-    images = cfg.tracking.images if cfg.tracking.images is not None else not ctx.multirun
-    if (images and ending.outcome != "killed"  # stopping should be quick
-            and cfg.tracking.log_artifacts and store_error is None):
-        timings |= _step_images(ctx, ending, tracker)
     if cfg.tracking.log_artifacts and store_error is None:
         try:
             tracker.backend.log_artifacts(tracker.run_id, artifact_specs(ctx.output_dir))

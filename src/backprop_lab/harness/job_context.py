@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -58,6 +59,29 @@ def run_name(overrides: list[str], keys: list[str] | None = None, fallback: str 
         keys = [k for k in pairs if k.split(".")[0] not in NOT_IN_NAMES]
     parts = [_short(k, pairs[k]) for k in keys if k in pairs]
     return mask("-".join(parts)) or fallback
+
+
+#: The sweep's time stamp in its parent's name: month-day hour:minute, local time.
+STAMP_FORMAT = "%m-%d %H:%M"
+
+
+def sweep_name(experiment: str | None, overrides: list[str], swept: list[str],
+               started: datetime) -> str:
+    """The parent run's name: the experiment (if any), then the command's overrides that change
+    training, fixed ones first (they tell two sweeps of the same values apart), then a short
+    time stamp, e.g. ``vanishing_gradients 12-07 14:03``,
+    ``model=deep model.depth=10 activation=sigmoid,tanh,relu 12-07 14:03``.
+
+    ``overrides``: the command line's task overrides, as typed (``experiment=`` and keys that
+    only say how a run is recorded or shown, :data:`NOT_IN_NAMES`, are left out); ``swept``:
+    the keys that take several values.
+    """
+    kept = [o.strip() for o in overrides
+            if split_override(o)[0].split(".")[0] not in (*NOT_IN_NAMES, "experiment")]
+    varied = [o for o in kept if split_override(o)[0] in swept]
+    fixed = [o for o in kept if o not in varied]
+    parts = [p for p in (experiment, " ".join([*fixed, *varied])) if p]
+    return mask(" ".join([*(parts or ["sweep"]), started.strftime(STAMP_FORMAT)]))
 
 
 @dataclass

@@ -89,8 +89,11 @@ def summary_line(summary: Mapping[str, Any]) -> str:
         parts.append(f"train loss {_fmt(s['train_loss'])} acc {acc}")
     if s.get("val_loss") is not None:
         parts.append(f"val loss {_fmt(s['val_loss'])} acc {_fmt(s.get('val_accuracy'), '.3f')}")
-    if s.get("grad_ratio") is not None:
-        parts.append(f"grad L1/L{s.get('n_layers', 'L')} {_fmt(s['grad_ratio'], '.3g')}")
+    if s.get("grad_ratio_init") is not None or s.get("grad_ratio") is not None:
+        parts.append(f"grad L1/L{s.get('n_layers', 'L')} init "
+                     f"{_fmt(s.get('grad_ratio_init'), '.3g')}, end {end_ratio_cell(s)}")
+    elif s.get("at_chance"):
+        parts.append("at chance")
     if s.get("failure_reason"):
         parts.append(s["failure_reason"])
     if s.get("skipped"):  # a resumed sweep's job done earlier (harness/resume.py)
@@ -98,6 +101,14 @@ def summary_line(summary: Mapping[str, Any]) -> str:
     if s.get("run_id"):
         parts.append(f"mlflow run {s['run_id']}")
     return " | ".join(parts)
+
+
+def end_ratio_cell(summary: Mapping[str, Any]) -> str:
+    """The layer-1 / layer-L gradient ratio at the end, flagged ``(at chance)`` when the run's
+    final accuracy is at chance (engine/run_summary.py): a network that learned nothing can
+    show any ratio, and it must not read like a recovery."""
+    text = _fmt(summary.get("grad_ratio"), ".3g")
+    return f"{text} (at chance)" if summary.get("at_chance") else text
 
 
 TABLE_COLUMNS = (
@@ -108,18 +119,35 @@ TABLE_COLUMNS = (
     ("train acc", "train_accuracy", ".3f"),
     ("val loss", "val_loss", ".4g"),
     ("val acc", "val_accuracy", ".3f"),
-    ("grad L1/LL", "grad_ratio", ".3g"),  # at the final epoch
-    ("L1/LL init", "grad_ratio_init", ".3g"),  # at initialization (epoch 0)
+    ("L1/LL init", "grad_ratio_init", ".3g"),  # grad_norm layer 1 / layer L at epoch 0
+    ("L1/LL end", "grad_ratio", end_ratio_cell),  # the same at the last epoch, flagged
 )
 
 
+def chance_footnote(summaries: Sequence[Mapping[str, Any]]) -> str | None:
+    """The line under a table that flags runs at chance (None when none is)."""
+    from backprop_lab.engine.run_summary import CHANCE_NOTE
+
+    flagged = [s for s in summaries if s.get("at_chance")]
+    if not flagged:
+        return None
+    levels = sorted({f"{s['chance_accuracy']:.3g} + {s['chance_tolerance']:.2g}"
+                     for s in flagged if s.get("chance_accuracy") is not None})
+    return (f"{CHANCE_NOTE}" + (f" (here: {', '.join(levels)})" if levels else "") + ".")
+
+
 def runs_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table of a multirun's runs (one row each, in job order)."""
+    """A plain-text table of a multirun's runs (one row each, in job order); L1/LL =
+    grad_norm of layer 1 / of the output layer, at initialization and at the end."""
     rows = [[h for h, _, _ in TABLE_COLUMNS]]
     for s in summaries:
-        rows.append([_fmt(s.get(key), spec) if spec != "s" else _fmt(s.get(key))
+        rows.append([spec(s) if callable(spec) else
+                     _fmt(s.get(key), spec) if spec != "s" else _fmt(s.get(key))
                      for _, key, spec in TABLE_COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    note = chance_footnote(summaries)
+    if note:
+        lines.append(note)
     return "\n".join(lines)

@@ -316,6 +316,12 @@ def load_weights(net, path: Path) -> None:
         for l in range(net.n_layers):
             net.weights[l][...] = saved[f"W{l + 1}"]
             net.biases[l][...] = saved[f"b{l + 1}"].reshape(net.biases[l].shape)
+        blocks = (("gain", "gains"), ("shift", "shifts"), ("running_mean", "running_mean"),
+                  ("running_var", "running_var"))
+        for key, attribute in blocks:
+            for l, array in enumerate(getattr(net, attribute, [])):
+                if f"{key}{l + 1}" in saved:
+                    array[...] = saved[f"{key}{l + 1}"].reshape(array.shape)
 
 
 def load_run(folder: Path):

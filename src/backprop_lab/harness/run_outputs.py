@@ -1,7 +1,8 @@
 """What a job saves into its folder, and which of it goes to MLflow as artifacts.
 
     config.yaml      the job's resolved config
-    weights.npz      sizes and W1..WL, b1..bL of the trained network
+    weights.npz      sizes and W1..WL, b1..bL of the trained network (blocks: gain1.., shift1..,
+                     running_mean1.., running_var1..)
     history.csv      every metric of every epoch: an ``epoch`` column, then one column per
                      MLflow metric name; 9 significant digits, NaN as an empty field
     histograms.npz   per-layer histograms (epoch, layer, kind, counts (h, 64), edges (h, 65));
@@ -9,6 +10,9 @@
     jacobian.npz     the Jacobian spectra, with jacobian_probes > 0 (engine/jacobian.py's
                      JacobianProbe.arrays: epoch, io (n, P, k), layer_NN, theory_mean_sq, ...)
     figures/         the run's figures (run_figures.py), when asked for
+    gradient_flow.json   the job's data for the gradient-flow page (analysis/flow_records.py;
+                     not logged: a sweep's page is made of its jobs' records)
+    gradient_flow.html   a single run's gradient-flow page (analysis/gradient_flow.py)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from backprop_lab.contract import (
     CONFIG_FILE,
     FIGURES_DIR,
+    GRADIENT_FLOW_PAGE,
     HISTOGRAMS_FILE,
     HISTORY_FILE,
     JACOBIAN_FILE,
@@ -52,6 +57,12 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
     (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(mask_tree(to_plain(cfg))))
     arrays = {f"W{l + 1}": W for l, W in enumerate(net.weights)}
     arrays |= {f"b{l + 1}": b for l, b in enumerate(net.biases)}
+    # Blocks (engine/blocks.py): normalization gains and shifts, batch norm's running statistics.
+    for l, (gain, shift) in enumerate(zip(getattr(net, "gains", []), getattr(net, "shifts", []))):
+        arrays |= {f"gain{l + 1}": gain, f"shift{l + 1}": shift}
+    if getattr(net, "norm", "none") == "batch":
+        arrays |= {f"running_mean{l + 1}": v for l, v in enumerate(net.running_mean)}
+        arrays |= {f"running_var{l + 1}": v for l, v in enumerate(net.running_var)}
     np.savez(folder / WEIGHTS_FILE, sizes=np.array(net.sizes), **arrays)
     if write_history and history is not None and history.n_rows:
         write_history_csv(history, folder / HISTORY_FILE)
@@ -75,7 +86,6 @@ def save_outputs(cfg: DictConfig, net, dataset, history, histograms, folder: Pat
 def artifact_specs(folder: Path) -> list:
     """The files of a job's folder that are logged to its run (missing ones are skipped)."""
     from backprop_lab.tracking import ArtifactSpec
-    from backprop_lab.tracking.images import IMAGES_DIR
 
     return [
         ArtifactSpec(folder / CONFIG_FILE),
@@ -85,5 +95,5 @@ def artifact_specs(folder: Path) -> list:
         ArtifactSpec(folder / HISTOGRAMS_FILE),
         ArtifactSpec(folder / JACOBIAN_FILE),
         ArtifactSpec(folder / FIGURES_DIR, FIGURES_DIR),
-        ArtifactSpec(folder / IMAGES_DIR, IMAGES_DIR),  # the UI's image charts (step_images.py)
+        ArtifactSpec(folder / GRADIENT_FLOW_PAGE),  # a single run's page (harness/ending.py)
     ]

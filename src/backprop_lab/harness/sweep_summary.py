@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from backprop_lab.harness.job_context import split_override
+from backprop_lab.harness.progress import chance_footnote, end_ratio_cell
 
 NOTE_TAG = "mlflow.note.content"  # the run's description in MLflow's UI
 LIMIT = 8000  # MLflow's tag value limit
+# L1/LL: grad_norm of layer 1 / of the output layer, at epoch 0 and at the end (flagged when
+# the run ended at chance: harness/progress.py end_ratio_cell).
 METRICS = (("val loss", "val_loss", ".4g"), ("val acc", "val_accuracy", ".3f"),
-           ("train loss", "train_loss", ".4g"), ("grad L1/LL", "grad_ratio", ".3g"))
+           ("train loss", "train_loss", ".4g"), ("L1/LL init", "grad_ratio_init", ".3g"),
+           ("L1/LL end", "grad_ratio", end_ratio_cell))
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -58,7 +62,8 @@ def children_table(summaries: Sequence[Mapping[str, Any]], swept: Sequence[str],
             name = f"[{name}](#/experiments/{experiment_id}/runs/{s['run_id']})"
         lines.append(_row([name, *(_short(values.get(k, "")) for k in swept),
                            s.get("outcome", "?"),
-                           *(_fmt(s.get(key), spec) for _, key, spec in METRICS)]))
+                           *(spec(s) if callable(spec) else _fmt(s.get(key), spec)
+                             for _, key, spec in METRICS)]))
     return lines
 
 
@@ -100,6 +105,10 @@ def description(*, title: str, command: str, summaries: Sequence[Mapping[str, An
     ]
     text = "\n".join(head)
     lines = children_table(summaries, swept, experiment_id)
+    note = chance_footnote(summaries)
+    # Above the rows, so that a cut table keeps it.
+    text += ("\nL1/LL: gradient norm of layer 1 / of the output layer at initialization and at "
+             "the end" + (f"; {note}" if note else ".") + "\n\n")
     body = []
     for i, line in enumerate(lines):
         if len(text) + sum(len(b) + 1 for b in body) + len(line) + 80 > LIMIT:

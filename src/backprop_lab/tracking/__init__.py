@@ -91,6 +91,26 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
 
 
+#: The vanishing summary metric the runs table is sorted by (engine/run_summary.py).
+SORT_BY_VANISHING = "vanishing/log10_ratio_init"
+
+
+def ui_pages(uri: str, experiment_id: str, parent_run_id: str) -> list[tuple[str, str]]:
+    """The UI's addresses of a sweep's gradient-flow page and of its runs sorted by how much
+    their gradient vanished (most first), for ``mlflow ui`` on its default port or the server."""
+    from urllib.parse import quote
+
+    from backprop_lab.tracking.secrets import without_credentials
+
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else \
+        "http://127.0.0.1:5000"
+    base = without_credentials(base)
+    runs = f"{base}/#/experiments/{experiment_id}/runs"
+    return [("Gradient flow:", f"{runs}/{parent_run_id}/artifacts (gradient_flow.html)"),
+            ("Most vanished:", f"{runs}?orderByKey={quote(f'metrics.`{SORT_BY_VANISHING}`')}"
+                               "&orderByAsc=true")]
+
+
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
     """Create the store if it is new, and the experiment if it is new; return the experiment's id.
 

@@ -45,6 +45,7 @@ from backprop_lab.contract import (
     SUMMARY_FILE,
     telemetry_off,
 )
+from backprop_lab.engine.history import is_log10_companion
 
 RESTORED_TAG = "backprop_lab.restored"
 MAX_BLOCK_VALUES = 100_000
@@ -113,6 +114,45 @@ def expected(names: list[str], epochs: np.ndarray, values: np.ndarray,
         extra_names, extra = log10_companions(names, values, log10)
         names, values = [*names, *extra_names], np.concatenate([values, extra])
     return names, epochs, values
+
+
+def _summary_blocks(folder: Path, run_id: str, stored: set[str], stamp: int) -> list[tuple]:
+    """The run's ``vanishing/`` metrics (engine/run_summary.py) from its summary.json, those the
+    store lacks (a run whose store failed before it ended), each at the epoch it describes."""
+    from backprop_lab.engine import run_summary as rs
+
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if summary.get("run_id") != run_id:
+        return []
+    last = int(summary.get("epochs_run") or 0)
+    values = {name: summary.get(key) for key, name in rs.SUMMARY_KEYS.items()}
+    if summary.get("at_chance") is not None:
+        values[rs.AT_CHANCE] = float(summary["at_chance"])
+    blocks = []
+    for names, step in ((rs.AT_INIT, 0), (rs.AT_END, last)):
+        found = [(n, float(values[n])) for n in names
+                 if n not in stored and values.get(n) is not None
+                 and math.isfinite(float(values[n]))]
+        if found:
+            blocks.append(([n for n, _ in found], np.array([step]),
+                           np.array([[v] for _, v in found]), np.array([stamp])))
+    return blocks
+
+
+def _companion_columns(epochs: np.ndarray, params: dict[str, str]) -> list[int]:
+    """The columns of ``epochs`` the tracker sends the log10 companions for
+    (tracking/run_tracker.py ``companion_rows``: every k-th epoch and the last)."""
+    from backprop_lab.tracking.run_tracker import companion_rows
+
+    every = max(1, int(params.get("tracking.log_every", "1") or 1))
+    try:
+        capacity = int(params["epochs"]) + 1
+    except (KeyError, ValueError):
+        capacity = int(epochs[-1]) + 1 if epochs.size else 1
+    return np.flatnonzero(companion_rows(epochs, capacity, every, last=True)).tolist()
 
 
 def _stored_steps(client, uri: str, run_id: str, names: list[str]) -> dict[str, set[int]]:
@@ -184,8 +224,10 @@ def restore_run(uri: str, run_id: str, folder: Path | None = None) -> Restored:
     last = max(int(epochs[-1]), 1) if epochs.size else 1
     stamps = start + (end - start) * epochs // last
     groups: dict[tuple[int, ...], list[int]] = {}  # missing columns -> metric rows
+    sent = _companion_columns(epochs, run.data.params)
     for i, name in enumerate(names):
-        missing = tuple(j for j, e in enumerate(epochs.tolist()) if e not in stored[name])
+        columns = sent if is_log10_companion(name) else range(epochs.size)
+        missing = tuple(j for j in columns if int(epochs[j]) not in stored[name])
         if missing:
             groups.setdefault(missing, []).append(i)
     backend = open_store(uri)
@@ -198,6 +240,10 @@ def restore_run(uri: str, run_id: str, folder: Path | None = None) -> Restored:
             backend.log_metrics(run_id, [names[i] for i in rows], epochs[part],
                                 values[np.ix_(rows, part)], stamps[part])
             written += len(rows) * part.size
+    summary_blocks = _summary_blocks(folder, run_id, set(run.data.metrics), end)
+    for block in summary_blocks:
+        backend.log_metrics(run_id, *block)
+        written += block[2].size
     backend.flush()
     status = run.info.status
     notes = [f"{written} values restored from {path}" if written

@@ -15,10 +15,38 @@ from collections.abc import Sequence
 import numpy as np
 
 from backprop_lab.engine.history import LOG10_METRICS, log10_companions
+from backprop_lab.tracking.store import log_metric_blocks
 
 #: Values per write. Larger blocks cost less per value (fewer transactions or requests) but wait
 #: longer before they show in the UI.
 BLOCK_VALUES = 8192
+#: At most about this many epochs of a run get the log10 companions (every k-th epoch, and the
+#: last): MLflow's UI draws at most 320 points of a metric per chart line (its sampled metric
+#: history, ``maxResults = 320``), so more would cost writes nobody sees. The plain metrics
+#: keep every epoch. Companion rows wait until about ``block_values`` of them are due (or the
+#: run ends) and then ride with a block of the plain metrics: each write touches the store's
+#: pages of every metric it holds, and on a busy disk those pages, not the values, cost.
+COMPANION_POINTS = 320
+
+
+def companion_every(capacity: int, log_every: int = 1) -> int:
+    """Of the rows ``log_every`` lets through a run of ``capacity`` rows, every k-th gets the
+    log10 companions (at most about :data:`COMPANION_POINTS`)."""
+    logged = -(-capacity // max(1, log_every))  # ceil
+    return -(-logged // COMPANION_POINTS)
+
+
+def companion_rows(rows: np.ndarray, capacity: int, log_every: int = 1,
+                   last: bool = False) -> np.ndarray:
+    """Which of the logged ``rows`` get the log10 companions: every k-th, the run's planned
+    last row (``capacity - 1``) and, with ``last``, the last of ``rows`` (a run's final
+    write). The tracker and the restore command (tracking/restore.py) both use it."""
+    rows = np.asarray(rows)
+    keep = ((rows // max(1, log_every)) % companion_every(capacity, log_every) == 0) | (
+        rows == capacity - 1)
+    if last and keep.size:
+        keep[-1] = True
+    return keep
 
 
 class RunTracker:
@@ -44,6 +72,8 @@ class RunTracker:
         self.history = None
         self._next_row = 0  # rows before this one are written (or skipped by log_every)
         self._rows_per_block = 1
+        self._capacity = 0  # rows of a complete run
+        self._companions: list[tuple] = []  # companion blocks not written yet
         self._times: np.ndarray | None = None  # ms since the epoch at which each row completed
         self.values_logged = 0
         self.seconds_logging = 0.0
@@ -88,8 +118,7 @@ class RunTracker:
         capacity = len(history.scalars["train/loss"])
         self._times = np.zeros(capacity, dtype=np.int64)
         names = history.metric_names()
-        if self.log10:
-            names += log10_companions(names, np.zeros((len(names), 1)), self.log10)[0]
+        self._capacity = capacity
         n_metrics = max(1, len(names))
         self._rows_per_block = max(1, self.block_values // n_metrics) * self.log_every
 
@@ -100,30 +129,48 @@ class RunTracker:
             rows = np.append(rows, stop - 1)  # the final values are the run's latest metrics
         return rows
 
-    def flush(self, final: bool = False) -> int:
+    def flush(self, final: bool = False, extra: Sequence[tuple] = ()) -> int:
         """Write every complete row not written yet; return the number of values written.
 
+        ``extra``: more blocks (names, steps, values, timestamps) for the same write, e.g. the
+        run's end-of-run summary with the final flush (one transaction on SQLite).
         Rows count as written only once the store has them: a flush interrupted (Ctrl-C) or
         failed is repeated by the next one, and the SQLite store ignores rows it already holds.
         """
-        if self.history is None:
+        if self.history is None and not extra:
             return 0
+        if self.history is None:
+            log_metric_blocks(self.backend, self.run_id, extra)
+            return sum(np.asarray(b[2]).size for b in extra)
         tic = time.perf_counter()
         start, stop = self._next_row, int(self.history.n_rows)
         rows = self._rows(stop, final)
         sent = 0
         if self.store_failure is None:
             self._check_store(stop)
+        blocks = []
         if rows.size and self.store_failure is None:
             names, columns = zip(*self.history.metric_items(start, stop))
             values = np.stack(columns)[:, rows - start]
-            if self.log10:
-                extra_names, extra = log10_companions(names, values, self.log10)
-                names, values = [*names, *extra_names], np.concatenate([values, extra])
             times = self._times[rows]
             times[times == 0] = int(time.time() * 1000)  # rows completed after a failure
-            self.backend.log_metrics(self.run_id, names, rows, values, times)
-            sent = values.size
+            blocks.append((names, rows, values, times))
+            if self.log10:
+                keep = companion_rows(rows, self._capacity, self.log_every, last=final)
+                extra_names, logs = log10_companions(names, values[:, keep], self.log10)
+                if keep.any() and extra_names:
+                    self._companions.append((extra_names, rows[keep], logs, times[keep]))
+        due = sum(b[2].size for b in self._companions)
+        send_companions = bool(self._companions) and (final or due >= self.block_values)
+        if send_companions:  # one block: the names are the same in every flush
+            blocks.append((self._companions[0][0], *(
+                np.concatenate([b[i] for b in self._companions], axis=-1) for i in (1, 2, 3))))
+        blocks += list(extra)
+        if blocks and self.store_failure is None:
+            log_metric_blocks(self.backend, self.run_id, blocks)  # one write
+            sent = sum(np.asarray(b[2]).size for b in blocks)
+            if send_companions:
+                self._companions = []
         if self.store_failure is None:
             self._next_row = max(self._next_row, stop)
         self.values_logged += sent

@@ -453,9 +453,22 @@ class SqliteStore:
         Python objects, and the insert runs without holding the GIL), and k ``latest_metrics``
         upserts.
         """
+        self.log_metric_blocks(run_id, [(names, steps, values, timestamps)])
+
+    def log_metric_blocks(self, run_id: str, blocks: Sequence[tuple]) -> None:
+        """Several blocks (names, steps, values, timestamps), each as :meth:`log_metrics`
+        takes it, in one transaction: blocks whose metrics have different steps (the log10
+        companions, the run's end-of-run summary) cost no commit of their own."""
+        statements = [s for block in blocks for s in self._block_statements(run_id, *block)]
+        if statements:
+            self._transaction(statements)
+
+    @staticmethod
+    def _block_statements(run_id: str, names: Sequence[str], steps: np.ndarray,
+                          values: np.ndarray, timestamps: np.ndarray) -> list[tuple]:
         k, n = values.shape
         if k == 0 or n == 0:
-            return
+            return []
         stored, is_nan = sanitize(np.asarray(values, dtype=np.float64))
         # The latest value of each key in this block: greatest (step, timestamp, value).
         order = np.lexsort((stored, np.broadcast_to(timestamps, (k, n)),
@@ -463,7 +476,7 @@ class SqliteStore:
         pick = (np.arange(k), order)
         latest = list(zip(names, stored[pick].tolist(), timestamps[order].tolist(),
                           steps[order].tolist(), is_nan[pick].astype(int).tolist()))
-        self._transaction([
+        return [
             (INSERT_METRICS, {
                 "run": run_id, "n": n, "names": json.dumps(list(names)),
                 "steps": json.dumps(steps.tolist()), "times": json.dumps(timestamps.tolist()),
@@ -471,7 +484,7 @@ class SqliteStore:
                 "nan": (is_nan.ravel().astype(np.uint8) + ord("0")).tobytes(),
             }),
             (UPSERT_LATEST, {"run": run_id, "rows": json.dumps(latest)}),
-        ])
+        ]
 
     # -- artifacts ------------------------------------------------------------------------------
     def run_artifact_uri(self, run_id: str) -> str:

@@ -104,6 +104,17 @@ class Backend(Protocol):
     def experiment_id(self, name: str) -> str | None: ...
 
 
+def log_metric_blocks(backend, run_id: str, blocks) -> None:
+    """Write blocks (names, steps, values, timestamps) in one write where the backend can
+    (SQLite: one transaction), else one :meth:`Backend.log_metrics` each."""
+    blocks = [b for b in blocks if np.asarray(b[2]).size]
+    if len(blocks) > 1 and hasattr(backend, "log_metric_blocks"):
+        backend.log_metric_blocks(run_id, blocks)
+    else:
+        for block in blocks:
+            backend.log_metrics(run_id, *block)
+
+
 class SqliteBackend:
     """Writes with :class:`~backprop_lab.tracking.sqlite_store.SqliteStore`, on a thread.
 
@@ -182,6 +193,10 @@ class SqliteBackend:
 
     def log_metrics(self, run_id, names, steps, values, timestamps) -> None:
         self._write(self.store.log_metrics, run_id, names, steps, values, timestamps)
+
+    def log_metric_blocks(self, run_id, blocks) -> None:
+        """Several blocks, one transaction (:meth:`SqliteStore.log_metric_blocks`)."""
+        self._write(self.store.log_metric_blocks, run_id, list(blocks))
 
     def set_tags(self, run_id, tags) -> None:
         self._write(self.store.set_tags, run_id, {k: text(v) for k, v in tags.items()})

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .common import Claim, PaperReport, draw, paper_markdown
 
-PAPERS = ("glorot_bengio", "he_init_depth", "schoenholz_depth_scale", "dynamical_isometry")
+PAPERS = ("glorot_bengio", "he_init_depth", "schoenholz_depth_scale", "dynamical_isometry",
+          "cures")
 
 
 def build_report(paper: str, sweep) -> PaperReport:
@@ -32,6 +33,10 @@ def build_report(paper: str, sweep) -> PaperReport:
         return report(sweep)
     if paper == "dynamical_isometry":
         from .dynamical_isometry import report
+
+        return report(sweep)
+    if paper == "cures":
+        from .cures import report
 
         return report(sweep)
     raise ValueError(f"unknown paper {paper!r}; valid choices: {', '.join(PAPERS)}")
