@@ -129,6 +129,11 @@ def explain(table: Table, wl: Workload, dtype: type, ds, epochs: int, row: Row,
         table.notes.append(
             f"**{wl.key}, {name}: goal missed** (ours with diagnostics off / torch = "
             f"{fmt_ratio(row.values['off_over_torch'])}); profile of our run below.")
+    floor_note = ("Benchmark 7 (`floor`) times the operations no numpy engine can avoid on "
+                  "these shapes, with numpy and with torch: the best ratio to torch a numpy "
+                  "engine could reach, and how close ours is to it.")
+    if floor_note not in table.notes:
+        table.notes.append(floor_note)
     if not quick:
         table.notes.append(details(
             f"cProfile of our run, {wl.key}, {name}, diagnostics on",

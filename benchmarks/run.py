@@ -13,6 +13,12 @@ Benchmarks (module benchmarks/bench_<name>.py):
     multirun     six Hydra jobs: basic launcher against joblib with two workers
     memory       peak resident memory against parameters + cached activations
     cures        residual, layer/batch norm, clipping: cost per epoch vs plain and vs torch
+    floor        the operations no numpy engine can avoid, numpy against torch (benchmark 1's
+                 floor), and how close our trainer is to it
+    study        a 36-run study's efficiency (training time / wall time), basic and joblib,
+                 and each job's fixed cost (start-up, set-up, outputs)
+    scaling      time per epoch against width and depth, ours and torch; writes
+                 docs/performance.md and its figure
 
 BLAS threads are pinned for the whole run (``--threads``, default 1: on a 2-core machine two
 OpenBLAS threads next to another busy process are several times slower: a 10 x 64 tanh network
@@ -52,8 +58,11 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
 )
 
-BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "cures")
+BENCHMARKS = ("torch", "diagnostics", "tracking", "flops", "multirun", "memory", "cures",
+              "floor", "study", "scaling")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+# Tables whose informative rows belong in the summary: the floor proof of benchmark 1's rows.
+SUMMARY_INFO = {"floor"}
 
 
 def run_benchmark(name: str, quick: bool, threads: int) -> Table:
@@ -78,7 +87,7 @@ def summary(tables: list[Table]) -> str:
         if table.skipped and not table.rows:
             lines.append(f"| {table.title} | | | | {SKIP}: {table.skipped} |")
         for row in table.rows:
-            if row.goal is None and row.ok:
+            if row.goal is None and row.ok and table.key not in SUMMARY_INFO:
                 continue
             status = f"**{row.status}**" if row.status == MISS else row.status
             lines.append(f"| {table.title} | {row.case} | {fmt_ratio(row.ratio)} "

@@ -3,6 +3,7 @@ temporary folder, read back with MLflow's client. A few epochs per job keep each
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -235,6 +236,12 @@ def test_tracking_none_trains_without_a_store(run_cli, tmp_path):
         p.name for p in run_dir.iterdir()}
     assert (run_dir / "figures" / "curves.png").exists()
     assert not list(tmp_path.glob("**/*.db")) and not (tmp_path / "mlruns").exists()
+    # Where the job's time went (the study benchmark adds these up): parts of its seconds.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    parts = [summary[k] for k in ("seconds_setup", "seconds_training", "seconds_outputs")]
+    assert all(p > 0 for p in parts), summary
+    assert sum(parts) <= summary["seconds"]
+    assert summary["seconds_metric_logging"] is None  # no store, nothing logged
 
 
 def test_vanishing_gradients_experiment_smoke(run_cli):

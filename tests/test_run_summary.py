@@ -217,7 +217,7 @@ def test_every_run_logs_its_vanishing_summary_and_the_parent_is_named_for_its_co
 
 
 def test_a_single_run_logs_its_vanishing_summary(run_cli, store, client_for) -> None:
-    result = run_cli("epochs=3", "figures=false", "tracking.images=false",
+    result = run_cli("epochs=3", "figures=false",
                      f"tracking.uri={store}")
     assert result.returncode == 0, result.stderr
     client = client_for(store)

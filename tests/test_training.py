@@ -275,3 +275,34 @@ def test_delta_histograms_bin_the_back_propagated_errors_of_each_layer() -> None
         np.testing.assert_array_equal(h.counts, counts)
         np.testing.assert_allclose(h.edges, edges, rtol=1e-12)
         assert h.counts.sum() == delta.size
+
+
+def test_norms_of_wide_networks_by_dot_products_match_and_leave_training_alone(
+    monkeypatch,
+) -> None:
+    """From DOT_MIN_WEIGHTS weights the squared norms are per-layer dot products: the norms
+    match a direct computation, and the training (losses, weights) is bit for bit the same."""
+    import backprop_lab.engine.diagnostics as diagnostics
+
+    data = spiral(seed=2)
+    sizes = [2, 300, 300, 1]  # 90,900 weights
+
+    def run(threshold: int):
+        monkeypatch.setattr(diagnostics, "DOT_MIN_WEIGHTS", threshold)
+        net = MLP(sizes, "tanh", rng=np.random.default_rng(3))
+        before = [W.copy() for W in net.weights]
+        result = train(net, data, make_optimizer("momentum", lr=0.05), epochs=3)
+        return net, before, result
+
+    net, W0, by_dot = run(diagnostics.DOT_MIN_WEIGHTS)
+    assert net.n_weights >= diagnostics.DOT_MIN_WEIGHTS
+    net_pairwise, _, pairwise = run(10**12)
+    np.testing.assert_array_equal(by_dot.history.scalars["train/loss"],
+                                  pairwise.history.scalars["train/loss"])
+    np.testing.assert_array_equal(net.params, net_pairwise.params)
+    layers = by_dot.history.layers
+    for name in ("weight_norm", "grad_norm", "update_ratio"):
+        np.testing.assert_allclose(layers[name][:3], pairwise.history.layers[name][:3],
+                                   rtol=1e-13)
+    np.testing.assert_allclose(layers["weight_norm"][0], [np.linalg.norm(W) for W in W0],
+                               rtol=1e-13)

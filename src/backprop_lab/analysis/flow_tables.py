@@ -21,6 +21,7 @@ def record_tables(records: Sequence[dict]):
     import numpy as np
     import pandas as pd
 
+    from backprop_lab.analysis.chance import at_chance
     from backprop_lab.analysis.columns import ID_COLUMNS
     from backprop_lab.analysis.flow_records import make_label
 
@@ -35,6 +36,8 @@ def record_tables(records: Sequence[dict]):
                "input_var": r.get("input_var"), "epochs": r.get("epochs_config"),
                "status": r.get("status"), "outcome": r.get("outcome")}
         row |= {k: (np.nan if v is None else v) for k, v in (r.get("final") or {}).items()}
+        row["at_chance"] = at_chance({**row, "chance_accuracy": r.get("chance_accuracy"),
+                                      "chance_tolerance": r.get("chance_tolerance")})
         runs.append(row)
         for when, epoch in zip((0, 1), r["end_epochs"]):
             for metric, rows in r["ends"].items():
@@ -118,6 +121,6 @@ def _meta_from_row(row: dict) -> dict:
             "final": {k: _plain(row.get(k)) for k in
                       ("train/loss", "train/accuracy", "val/loss", "val/accuracy")}}
     for key in ("label", "activation", "init", "depth", "n_layers", "width", "seed", "dataset",
-                "optimizer", "lr", "input_var", "outcome"):
+                "optimizer", "lr", "input_var", "outcome", "chance_accuracy", "chance_tolerance"):
         meta[key] = _plain(row.get(key))
     return meta

@@ -294,6 +294,11 @@ def serve() -> int:
     """The sweep's page worker (harness/page_worker.py): import what the page needs now,
     while the sweep's jobs train, then read one request (JSON: folder, sweep_id, title) from
     stdin, build the sweep's page and answer with its path (JSON) on stdout."""
+    import signal
+
+    # A Ctrl-C reaches the whole process group: the sweep stops itself and then closes this
+    # worker's stdin (its end of file ends it), so the worker has nothing to say about it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "nice"):  # idle CPU time first: behind the training and the writer
         os.nice(19)
     _warm_up()

@@ -36,6 +36,7 @@ from mlflow.entities import Run, ViewType  # noqa: E402
 
 from backprop_lab.engine import run_summary as rs  # noqa: E402
 
+from .chance import at_chance, run_chance  # noqa: E402,F401 - re-exported
 from .flow_records import make_label  # noqa: E402
 from .histories import ID_COLUMNS, LAYER_KEY, load_histories  # noqa: E402
 
@@ -81,30 +82,6 @@ FINAL_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
 #: The run's end-of-run summary (engine/run_summary.py), when it logged one.
 SUMMARY_METRICS = (rs.LOG10_RATIO_INIT, rs.LOG10_RATIO_END, rs.MEASURED_FACTOR_INIT,
                    rs.THEORY_FACTOR)
-
-
-def run_chance(row: dict) -> rs.Chance | None:
-    """Chance of a run from its params (``data.chance_*``); for runs recorded before those
-    existed, 1/k of its ``data.n_classes`` classes; None when neither is known."""
-    accuracy, tolerance = row.get("chance_accuracy"), row.get("chance_tolerance")
-    if accuracy is not None and np.isfinite(accuracy) and np.isfinite(tolerance):
-        return rs.Chance(float(accuracy), float(tolerance))
-    k = row.get("n_classes")
-    if k is not None and not pd.isna(k) and int(k) >= 2:
-        return rs.Chance.uniform(int(k))
-    return None
-
-
-def at_chance(row: dict) -> object:
-    """Did the run end at chance accuracy (True/False; None when unknown)? The final
-    validation accuracy, else training's, against :func:`run_chance`."""
-    chance = run_chance(row)
-    accuracy = row.get("val/accuracy")
-    if accuracy is None or not np.isfinite(accuracy):
-        accuracy = row.get("train/accuracy")
-    if chance is None or accuracy is None or not np.isfinite(accuracy):
-        return None
-    return chance.at_chance(float(accuracy))
 
 
 @dataclass

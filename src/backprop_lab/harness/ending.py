@@ -142,7 +142,9 @@ def flow_record(cfg: DictConfig, ctx: JobContext, built: Built, ending: Ending,
             "seed": cfg.seed, "dataset": cfg.dataset.name, "optimizer": cfg.optimizer.name,
             "lr": cfg.optimizer.lr, "input_var": derived["data.input_var"],
             "outcome": ending.outcome, "status": STATUS[ending.outcome],
-            "epochs_config": cfg.epochs}
+            "epochs_config": cfg.epochs,
+            "chance_accuracy": ending.chance.accuracy if ending.chance else None,
+            "chance_tolerance": ending.chance.tolerance if ending.chance else None}
     return record_from_history(ending.history, ending.histograms, meta)
 
 
