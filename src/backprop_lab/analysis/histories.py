@@ -2,8 +2,8 @@
 
 Histories are read from each run's ``history.csv`` artifact (every metric, every epoch, one
 file), not with one ``get_metric_history`` call per metric key: for a 36-run sweep of 20-layer
-networks that is 36 file reads instead of about 6,600 store queries (the README quotes the
-measured difference). A run without the
+networks that is 36 file reads instead of about 6,600 store queries (docs/analysis.md quotes
+the measured difference). A run without the
 artifact (killed before the end) is read through the metric API instead. Both paths work the
 same against a SQLite store and a tracking server (artifacts proxied or not).
 """

@@ -16,7 +16,7 @@ this process's heartbeat) and ended at the sweep's end with the outcome of all i
 The facts a resume compares are recorded when a sweep starts: each job's key (its sorted,
 masked overrides) as the job run's tag :data:`JOB_KEY_TAG`, and the list of keys on the
 parent (:data:`JOBS_TAG`, when it fits in a tag) and in ``<sweep folder>/sweep.json``.
-Optuna searches resume through their study instead (docs: the HPO section of the README).
+Optuna searches resume through their study instead (docs/running.md, tuning hyper-parameters).
 """
 
 from __future__ import annotations
