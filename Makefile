@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: lab run test test-slow test-integration test-browser test-all lint bench ui clean server-start server-stop
+.PHONY: docs lab run test test-slow test-integration test-browser test-all lint bench ui clean server-start server-stop
 
 # The package and what training needs.
 $(VENV)/.installed: pyproject.toml
@@ -78,8 +78,19 @@ server-start: $(VENV)/.installed-cluster
 server-stop: $(VENV)/.installed-cluster
 	$(PY) scripts/tracking_server.py stop --dir $(SERVER_DIR)
 
+## lint: ruff, and the import contracts of pyproject.toml (the layers of docs/architecture.md,
+##   no circles)
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+## docs: the reference under docs/ as a site in site/ (MkDocs); fails on a broken link or anchor
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/run.py
@@ -95,4 +106,4 @@ lab: $(VENV)/.installed
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 clean:
-	rm -rf $(VENV) outputs multirun reports
+	rm -rf $(VENV) outputs multirun reports site

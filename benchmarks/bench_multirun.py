@@ -203,7 +203,7 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
             "sweep may also get fewer than two cores (`cores used`). Workers are reused across "
             "jobs, so the start-up is paid once per worker; it is the imports themselves "
             "(`import mlflow` alone takes 1.5-2 s, see benchmark 3). What would help: say in "
-            "the README that joblib pays off for sweeps whose jobs take longer than this "
+            "docs/scaling-out.md that joblib pays off for sweeps whose jobs take longer than this "
             "break-even time, and trim the job path's imports (e.g. import matplotlib only "
             "when figures are drawn, mlflow only when tracking is on).")
     finally:

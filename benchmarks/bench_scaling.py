@@ -150,7 +150,7 @@ def page(table: Table, loads: tuple[str, str]) -> str:
         "`python benchmarks/run.py --only scaling` (and by `make bench`) on "
         f"{date}; do not edit by hand. The other benchmarks (the trainer against PyTorch on "
         "fixed shapes, the numpy floor, the diagnostics' and tracking's overheads, study "
-        "efficiency, memory) are in [benchmarks/RESULTS.md](../benchmarks/RESULTS.md).",
+        "efficiency, memory) are in `benchmarks/RESULTS.md`.",
         "",
         f"The machine is shared with other work: load average (1, 5, 15 min) {loads[0]} before "
         f"and {loads[1]} after this benchmark. Ratios compare variants measured side by side "

@@ -8,7 +8,7 @@ The torch side does what a fair peer does each epoch: forward, loss, backward, s
 loss read out as a Python float (``loss.item()``; with mini-batches the mean of the batch
 losses), plus the final network's loss after the last epoch (our history's last row). Ours
 additionally computes the training accuracy every epoch, and with diagnostics on the per-layer
-statistics of docs/diagnostics (torch computes none of them): both are shown, ours with
+statistics of docs/run-record.md (torch computes none of them): both are shown, ours with
 diagnostics on (the goal) and off. With mini-batches our trainer measures its history row on a
 probe pass over the whole training set at the start of each epoch (forward only with diagnostics
 off; forward and backward with diagnostics on, for the per-layer gradients).

@@ -5,7 +5,7 @@
     python scripts/tracking_server.py status
     python scripts/tracking_server.py stop                    # data kept for the next start
 
-Team use on a shared host (see the README): bind to the host's address and allow its name,
+Team use on a shared host (see docs/scaling-out.md): bind to the host's address and allow its name,
     python scripts/tracking_server.py start --dir /srv/mlflow --host 0.0.0.0 \\
         --allowed-hosts "mlhost:5050"
 Then everyone trains with tracking.uri=http://mlhost:5050 (or MLFLOW_TRACKING_URI).

@@ -448,13 +448,12 @@ def test_loading_a_36_run_20_layer_sweep_from_artifacts_takes_seconds(tmp_path):
 def tracking_server(tmp_path):
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts)."""
     import signal
-    import socket
     import subprocess
-    import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from backprop_lab.tracking.server import free_port
+    from tests.conftest import wait_for_health
+
+    port = free_port()
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -464,14 +463,7 @@ def tracking_server(tmp_path):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.5)
+        wait_for_health(uri, server, timeout=120)
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)

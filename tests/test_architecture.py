@@ -3,6 +3,8 @@ imports nothing heavy, and the engine's entry points are importable from the pac
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -44,3 +46,22 @@ def test_the_engine_entry_points_are_importable_from_the_package() -> None:
 
     assert (backprop_lab.MLP, backprop_lab.train, backprop_lab.load_dataset,
             backprop_lab.make_optimizer) == (MLP, train, load_dataset, make_optimizer)
+
+
+@pytest.mark.parametrize("module", ["backprop_lab.contract", "backprop_lab.analysis.loading",
+                                    "backprop_lab.tracking.store", "backprop_lab.harness.app"])
+def test_telemetry_is_off_as_soon_as_any_module_of_the_package_is_imported(module: str) -> None:
+    """One ``telemetry_off()``, where the package starts: before anything of it imports mlflow,
+    in this process and (by inheritance) in what it starts; an explicit opt-in is kept."""
+    from backprop_lab.contract import TELEMETRY_OFF
+
+    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_OFF}
+    env[next(iter(TELEMETRY_OFF))] = "opted-in"
+    code = (f"import {module}, os, json; "
+            f"print(json.dumps({{k: os.environ.get(k) for k in {sorted(TELEMETRY_OFF)!r}}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    seen = json.loads(out)
+    first, *rest = TELEMETRY_OFF
+    assert seen[first] == "opted-in"
+    assert {k: seen[k] for k in rest} == {k: TELEMETRY_OFF[k] for k in rest}

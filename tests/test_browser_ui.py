@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import REPO_ROOT, runs_of, split_roles
 
 pytestmark = pytest.mark.browser
 

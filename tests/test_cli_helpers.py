@@ -180,8 +180,9 @@ def test_sweep_configs_equal_hydras_own_composition(sweep, compositions) -> None
     from omegaconf import OmegaConf
 
     from backprop_lab.contract import CONF_DIR
-    from backprop_lab.harness.callbacks import job_configs, sweep_jobs, task_config
+    from backprop_lab.harness.callbacks import job_configs, sweep_jobs
     from backprop_lab.harness.config import register_configs
+    from backprop_lab.harness.sweep_configs import task_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

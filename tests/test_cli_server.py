@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
-from tests.test_cli_tracking import artifact_paths, runs_of, split_roles
+from tests.conftest import artifact_paths, cli_env, runs_of, split_roles, wait_for_health
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path: Path):
+    from backprop_lab.tracking.server import free_port
+
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
@@ -34,17 +28,7 @@ def server(tmp_path: Path):
         cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("the MLflow server did not start")
-            time.sleep(0.5)
+        wait_for_health(uri, proc, timeout=90)
         yield uri
     finally:
         proc.terminate()

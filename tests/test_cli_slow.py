@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backprop_lab.engine.history import layer_metric_name
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import runs_of, split_roles
 
 pytestmark = pytest.mark.slow
 

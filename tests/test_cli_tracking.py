@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from backprop_lab.engine.history import LOG10_METRICS, LOG10_SUFFIX, layer_metric_name
-from tests.conftest import TRAIN, cli_env
+from tests.conftest import TRAIN, artifact_paths, cli_env, runs_of, split_roles
 
 LAYER_METRICS = ("grad_weight_ratio", "grad_norm", "weight_norm", "update_ratio", "delta_std",
                  "act_mean", "act_std", "saturation", "dead_fraction", "preact_var")
@@ -30,29 +30,6 @@ def expected_metrics(n_layers: int, val: bool = True, log10: bool = True) -> set
     names = {"train/loss", "train/accuracy"} | ({"val/loss", "val/accuracy"} if val else set())
     metrics = LAYER_METRICS + (tuple(f"{m}{LOG10_SUFFIX}" for m in LOG10_METRICS) if log10 else ())
     return names | {layer_metric_name(m, l) for m in metrics for l in range(1, n_layers + 1)}
-
-
-def runs_of(client, experiment: str = "backprop-lab"):
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], max_results=1000)
-
-
-def split_roles(runs):
-    parents = [r for r in runs if r.data.tags.get("backprop_lab.role") == "sweep"]
-    jobs = [r for r in runs if r.data.tags.get("backprop_lab.role") == "job"]
-    return parents, jobs
-
-
-def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
-    found = set()
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            found |= artifact_paths(client, run_id, item.path)
-        else:
-            found.add(item.path)
-    return found
 
 
 def test_flagship_multirun_parent_children_metrics_params_artifacts(

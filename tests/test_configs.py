@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from backprop_lab.contract import CONF_DIR, EXPERIMENTS_DIR
 from backprop_lab.engine.datasets import DATASETS
 from backprop_lab.harness.build import build
-from backprop_lab.harness.callbacks import task_config
 from backprop_lab.harness.config import ConfigError, flatten, register_configs
+from backprop_lab.harness.sweep_configs import task_config
 
 GROUPS = ("dataset", "model", "optimizer", "tracking")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]

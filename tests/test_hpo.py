@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import runs_of, split_roles
 
 SEARCH = ("-m", "hydra/sweeper=optuna", "progress=false", "epochs=60")
 
@@ -46,8 +46,15 @@ def test_search_children_best_on_parent_pruning_and_resume(run_cli, store, clien
         assert trial.state.name == {"finished": "COMPLETE", "pruned": "PRUNED"}[outcome]
         if outcome == "pruned":
             assert job.info.status == "KILLED"
-            assert "pruned by Optuna at epoch" in job.data.tags["backprop_lab.failure_reason"]
-            assert job.data.metrics["train/loss"] is not None
+            # The run keeps its metrics up to the epoch Optuna pruned it at, and its val/loss
+            # there is the value Optuna judged.
+            epoch = max(trial.intermediate_values)
+            reason = job.data.tags["backprop_lab.failure_reason"]
+            assert f"pruned by Optuna at epoch {epoch} (" in reason, reason
+            logged = {m.step: m.value
+                      for m in client.get_metric_history(job.info.run_id, "val/loss")}
+            assert max(logged) == epoch
+            assert logged[epoch] == pytest.approx(trial.intermediate_values[epoch])
         else:
             assert trial.value == pytest.approx(job.data.metrics["val/loss"])
     assert any(t.state.name == "PRUNED" for t in trials)

@@ -273,13 +273,13 @@ def test_sweep_on_ray_cluster_by_address(ray_head, tmp_path):
     assert not non_loopback_listeners(process_tree(head.pid))
 
 
-# -- helpers of backprop_lab.tracking.ray_launcher (no Ray needed) -------------------------------------------
+# -- helpers of backprop_lab.harness.ray_launcher (no Ray needed) -------------------------------------------
 
 
 def test_cluster_helpers():
     from omegaconf import OmegaConf
 
-    from backprop_lab.tracking import ray_launcher as cluster
+    from backprop_lab.harness import ray_launcher as cluster
 
     assert cluster.is_loopback(None) and cluster.is_loopback("127.0.0.1:6379")
     assert cluster.is_loopback("ray://localhost:10001") and cluster.is_loopback("[::1]:6379")
@@ -308,7 +308,7 @@ def test_preflight_names_what_is_missing_within_seconds():
 
     from backprop_lab.contract import CONF_DIR
     from backprop_lab.harness.config import register_configs
-    from backprop_lab.tracking.ray_launcher import PreflightError, preflight
+    from backprop_lab.harness.ray_launcher import PreflightError, preflight
     from backprop_lab.tracking.server import free_port
 
     register_configs()

@@ -86,7 +86,7 @@ def test_probe_records_init_histogram_epochs_and_end_and_is_deterministic() -> N
 
 def test_a_tracked_run_logs_the_spectrum_summaries_and_keeps_the_spectra(
         run_cli, store, client_for):
-    from tests.test_cli_tracking import artifact_paths, runs_of, split_roles
+    from tests.conftest import artifact_paths, runs_of, split_roles
 
     result = run_cli("model=deep", "model.depth=3", "model.width=6", "model.init=orthogonal",
                      "model.sigma_w2=1.5", "model.sigma_b2=0.05", "jacobian_probes=3",

@@ -5,8 +5,8 @@ stored or saved: tracking URIs (credentials, schemes, paths, in-memory SQLite), 
 names (empty, at MLflow's 500-character limit and past it) and a user's own key holding a URI
 with credentials are drawn too.
 
-Hypothesis draws combinations of valid and invalid values for every key of the README's
-configuration table. Most examples go through the real entry point in this process
+Hypothesis draws combinations of valid and invalid values for every key of the
+configuration table (docs/running.md). Most examples go through the real entry point in this process
 (``app.main`` with ``sys.argv``: Hydra, the callbacks, the job, exactly as ``train.py``), which
 costs about 0.3 s each; a few spawn ``train.py`` itself. ``-m slow`` runs many more of both.
 """

@@ -17,48 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import TRAIN, cli_env
-from tests.test_cli_tracking import artifact_paths, runs_of, split_roles
+from tests.conftest import (
+    TRAIN,
+    artifact_paths,
+    cli_env,
+    runs_of,
+    split_roles,
+    start_train,
+    stop,
+    stop_handlers_installed,
+    wait_for,
+    wait_for_metrics,
+)
 
 OUTCOME, REASON = "backprop_lab.outcome", "backprop_lab.failure_reason"
-
-
-def start(tmp_path: Path, store: str, *args: str, **env: str) -> subprocess.Popen:
-    folders = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args, "progress=false", "figures=false",
-         f"tracking.uri={store}", *folders], cwd=tmp_path, env=cli_env(**env), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_metrics(proc: subprocess.Popen, client, n_runs: int = 1,
-                     timeout: float = 120) -> list:
-    """The store's job runs once ``n_runs`` of them have logged metrics."""
-    deadline = time.monotonic() + timeout
-    db = Path(client.tracking_uri[len("sqlite:///"):])
-    while time.monotonic() < deadline and proc.poll() is None:
-        if not db.exists():  # MLflow's client would create (and migrate) it: let train.py
-            time.sleep(0.3)
-            continue
-        try:
-            jobs = split_roles(runs_of(client))[1]
-        except Exception:  # the store is being created
-            jobs = []
-        running = [r for r in jobs if r.data.metrics]
-        if len(running) >= n_runs:
-            return running
-        time.sleep(0.3)
-    out, err = proc.communicate(timeout=30) if proc.poll() is not None else ("", "")
-    pytest.fail(f"no metrics from {n_runs} run(s) in time\n{out[-2000:]}\n{err[-3000:]}")
-
-
-def stop(proc: subprocess.Popen, sig: int, timeout: float = 90) -> tuple[str, str]:
-    try:
-        proc.send_signal(sig)
-        return proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 # -- stop signals -------------------------------------------------------------------------------
@@ -66,7 +38,7 @@ def stop(proc: subprocess.Popen, sig: int, timeout: float = 90) -> tuple[str, st
 def test_a_stop_signal_ends_a_single_run_killed_with_everything_kept(sig, tmp_path, store,
                                                                      client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "epochs=300000")
+    proc = start_train(tmp_path, store, "epochs=300000")
     (run,) = wait_for_metrics(proc, client)
     out, err = stop(proc, sig)
     assert proc.returncode == 128 + sig, err
@@ -89,7 +61,7 @@ def test_a_stop_signal_ends_a_single_run_killed_with_everything_kept(sig, tmp_pa
 def test_sigterm_stops_a_sweep_its_running_job_killed_the_rest_not_started(tmp_path, store,
                                                                            client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "-m", "activation=tanh,relu,sigmoid", "epochs=300000")
+    proc = start_train(tmp_path, store, "-m", "activation=tanh,relu,sigmoid", "epochs=300000")
     wait_for_metrics(proc, client)
     out, err = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, err
@@ -143,12 +115,15 @@ def test_a_killed_run_is_marked_failed_by_the_next_command_and_the_repair_comman
         tmp_path, store, client_for):
     client = client_for(store)
     # A short heartbeat, so the test also sees the tag refreshed while training.
-    proc = start(tmp_path, store, "epochs=300000", BACKPROP_LAB_HEARTBEAT_SECONDS="0.3")
+    proc = start_train(tmp_path, store, "epochs=300000", BACKPROP_LAB_HEARTBEAT_SECONDS="0.3")
     (run,) = wait_for_metrics(proc, client)
-    first = int(client.get_run(run.info.run_id).data.tags["backprop_lab.heartbeat"])
-    time.sleep(1.5)
-    later = int(client.get_run(run.info.run_id).data.tags["backprop_lab.heartbeat"])
-    assert later > first  # refreshed while training
+
+    def beat() -> int:
+        return int(client.get_run(run.info.run_id).data.tags["backprop_lab.heartbeat"])
+
+    first = beat()
+    wait_for(lambda: beat() > first, proc, timeout=30,
+             what="the heartbeat refreshed while training")
     stop(proc, signal.SIGKILL)
     assert client.get_run(run.info.run_id).info.status == "RUNNING"
 
@@ -298,27 +273,6 @@ def test_a_corrupted_store_is_named_and_nothing_is_created(run_cli, tmp_path):
     assert db.read_bytes() == b"not a database" * 1000
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """Mount a small tmpfs (needs root and mount rights; skipped otherwise)."""
-    mounted = []
-
-    def mount(name: str, size: str, *options: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}",
-                                                                        *options]),
-                               "tmpfs", str(point)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
-
-
 def test_a_read_only_store_is_named_before_any_run(run_cli, tmpfs, client_for):
     folder = tmpfs("ro", "4m")
     uri = f"sqlite:///{folder / 's' / 'mlflow.db'}"
@@ -349,11 +303,16 @@ def test_a_full_disk_fails_the_run_with_its_cause_and_keeps_the_history(run_cli,
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_ctrl_c_before_any_run_says_so(tmp_path, store):
-    proc = start(tmp_path, store, "epochs=2")
-    time.sleep(0.3)  # still importing
+def test_ctrl_c_before_any_run_says_so(tmp_path, store, client_for):
+    # Training cannot end by itself first, and the signal comes as soon as the stop handlers are
+    # in (before them it would be Python's own KeyboardInterrupt): long before a run exists.
+    proc = start_train(tmp_path, store, "epochs=300000")
+    wait_for(lambda: stop_handlers_installed(proc.pid), proc, timeout=60,
+             what="the stop handlers installed", every=0.005)
     out, err = stop(proc, signal.SIGINT)
     assert "Traceback" not in err
-    if proc.returncode != 0:  # it may have finished already on a fast machine
-        assert proc.returncode == 130
-        assert err.strip().splitlines()[-1].startswith("Interrupted by SIGINT")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == \
+        "Interrupted by SIGINT: stopped before any run was created."
+    db = Path(store[len("sqlite:///"):])
+    assert not db.exists() or runs_of(client_for(store)) == []

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TRAIN
+from tests.conftest import TRAIN, wait_for
 from tests.test_integration_server import server_script
 from tests.test_integration_sweeps import private_env
 
@@ -28,17 +27,6 @@ def job_runs(client, experiment: str = "backprop-lab"):
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], max_results=1000)
-
-
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    out, err = proc.communicate(timeout=60) if proc.poll() is not None else ("", "")
-    pytest.fail(f"condition not met in time\n{out[-2000:]}\n{err[-3000:]}")
 
 
 def test_a_server_that_goes_away_mid_run(tmp_path):
@@ -57,17 +45,22 @@ def test_a_server_that_goes_away_mid_run(tmp_path):
         started = server_script("start", "--dir", str(home), "--port", str(port))
         assert started.returncode == 0, started.stdout + started.stderr
         client = MlflowClient(uri)
-        proc = subprocess.Popen(
-            [sys.executable, str(TRAIN), "epochs=1000000", "progress=false", "figures=false",
-             f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
-            env=private_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        errors = tmp_path / "stderr.txt"
+        with errors.open("w") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, str(TRAIN), "epochs=1000000", "progress=false", "figures=false",
+                 f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                env=private_env(), stdout=subprocess.PIPE, stderr=err_file, text=True)
         try:
-            run = wait_for(lambda: [r for r in job_runs(client) if r.data.metrics], proc)[0]
+            run = wait_for(lambda: [r for r in job_runs(client) if r.data.metrics], proc,
+                           timeout=180)[0]
             stopped = server_script("stop", "--dir", str(home))
             assert stopped.returncode == 0, stopped.stderr
-            time.sleep(8)  # a few blocks fail
+            wait_for(lambda: "failed near epoch" in errors.read_text(), proc, timeout=120,
+                     what="the job saying its store failed")
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=120)
+            out, _ = proc.communicate(timeout=120)
+            err = errors.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from backprop_lab.tracking.secrets import credentials, mask, register, without_credentials
-from tests.conftest import TRAIN, cli_env
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import TRAIN, cli_env, runs_of, split_roles
 
 SECRET = "Hunter2Secret"
 
@@ -147,7 +146,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 def test_credentials_reach_a_server_and_are_recorded_nowhere(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from tests.test_cli_server import free_port
+    from backprop_lab.tracking.server import free_port
+    from tests.conftest import wait_for_health
 
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
@@ -204,18 +204,3 @@ def test_credentials_reach_a_server_and_are_recorded_nowhere(tmp_path):
             proc.kill()
 
 
-def wait_for_health(uri: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            pytest.fail("the MLflow server did not start")
-        time.sleep(0.5)

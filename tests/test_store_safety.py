@@ -21,10 +21,8 @@ from backprop_lab.engine.history import is_log10_companion
 from backprop_lab.harness.build import build
 from backprop_lab.harness.config import ConfigError
 from backprop_lab.tracking.run_tracker import COMPANION_POINTS, companion_rows
-from tests.conftest import TRAIN, cli_env
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import TRAIN, cli_env, runs_of, split_roles, start_train, stop, wait_for_metrics
 from tests.test_configs import make
-from tests.test_reliability import start, stop, tmpfs, wait_for_metrics  # noqa: F401
 
 OUTCOME, REASON = "backprop_lab.outcome", "backprop_lab.failure_reason"
 
@@ -195,7 +193,7 @@ def test_after_a_full_disk_one_command_restores_every_epoch_once(run_cli, tmpfs,
 def test_after_kill_9_history_csv_holds_the_epochs_and_the_restore_puts_them_back(
         tmp_path, store, client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "epochs=300000")
+    proc = start_train(tmp_path, store, "epochs=300000")
     (run,) = wait_for_metrics(proc, client)
     history = tmp_path / "run" / "history.csv"
     deadline = time.monotonic() + 60
@@ -223,7 +221,7 @@ def test_after_kill_9_history_csv_holds_the_epochs_and_the_restore_puts_them_bac
 
 def test_the_orphan_repair_offers_the_restore(tmp_path, store, client_for):
     client = client_for(store)
-    proc = start(tmp_path, store, "epochs=300000")
+    proc = start_train(tmp_path, store, "epochs=300000")
     (run,) = wait_for_metrics(proc, client)
     stop(proc, signal.SIGKILL)
     repaired = subprocess.run([sys.executable, "-m", "backprop_lab.tracking.orphans", "--uri",

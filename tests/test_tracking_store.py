@@ -18,12 +18,13 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import tracking
+from backprop_lab.tracking.mlflow_backend import MlflowBackend
 from backprop_lab.tracking.sqlite_store import (
     SchemaMismatch,
     SqliteStore,
     schema_revision,
 )
-from backprop_lab.tracking.store import MlflowBackend, SqliteBackend, open_store
+from backprop_lab.tracking.store import SqliteBackend, open_store
 
 
 def schema_signature(db: Path) -> dict:

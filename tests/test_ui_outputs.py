@@ -6,7 +6,7 @@ client.
 from __future__ import annotations
 
 from backprop_lab.engine.history import layer_metric_name
-from tests.test_cli_tracking import runs_of, split_roles
+from tests.conftest import runs_of, split_roles
 
 
 def test_layer_keys_sort_in_layer_order_as_the_ui_lists_them(run_cli, store, client_for):

@@ -15,16 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backprop_lab.contract import OUTCOME_TAG, ROLE_TAG, telemetry_off  # noqa: E402
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 
-telemetry_off()  # before anything imports mlflow
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-
-from backprop_lab.engine.history import layer_metric_name  # noqa: E402
+from backprop_lab.contract import OUTCOME_TAG, ROLE_TAG
+from backprop_lab.engine.history import layer_metric_name
 
 # Per-layer std factor of the back-propagated error for the default (auto) inits, used only to
 # shape the synthetic numbers: sigmoid+lecun sqrt(1/16), tanh+lecun 1, relu+he 1.

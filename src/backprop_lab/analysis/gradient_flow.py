@@ -344,9 +344,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backprop_lab.contract import telemetry_off
-
-    telemetry_off()
     args = parse_args(argv)
     if args.serve:
         return serve()

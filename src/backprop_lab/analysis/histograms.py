@@ -12,15 +12,13 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from backprop_lab.contract import HISTOGRAMS_FILE, telemetry_off  # noqa: E402
+import numpy as np
+import pandas as pd
+from mlflow.artifacts import download_artifacts
 
-telemetry_off()
+from backprop_lab.contract import HISTOGRAMS_FILE
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.artifacts import download_artifacts  # noqa: E402
-
-from .histories import _quiet_downloads  # noqa: E402
+from .histories import _quiet_downloads
 
 COLUMNS = ("run_id", "epoch", "layer", "kind", "counts", "edges")
 

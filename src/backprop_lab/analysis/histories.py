@@ -2,8 +2,8 @@
 
 Histories are read from each run's ``history.csv`` artifact (every metric, every epoch, one
 file), not with one ``get_metric_history`` call per metric key: for a 36-run sweep of 20-layer
-networks that is 36 file reads instead of about 6,600 store queries (the README quotes the
-measured difference). A run without the
+networks that is 36 file reads instead of about 6,600 store queries (docs/analysis.md quotes
+the measured difference). A run without the
 artifact (killed before the end) is read through the metric API instead. Both paths work the
 same against a SQLite store and a tracking server (artifacts proxied or not).
 """
@@ -17,18 +17,16 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from backprop_lab.analysis.columns import ID_COLUMNS  # noqa: E402
-from backprop_lab.contract import HISTORY_FILE, telemetry_off  # noqa: E402
-from backprop_lab.engine.history import is_log10_companion  # noqa: E402
-from backprop_lab.engine.run_summary import PREFIX as VANISHING_PREFIX  # noqa: E402
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Run
 
-telemetry_off()  # before anything imports mlflow
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.artifacts import download_artifacts  # noqa: E402
-from mlflow.entities import Run  # noqa: E402
+from backprop_lab.analysis.columns import ID_COLUMNS
+from backprop_lab.contract import HISTORY_FILE
+from backprop_lab.engine.history import is_log10_companion
+from backprop_lab.engine.run_summary import PREFIX as VANISHING_PREFIX
 
 HISTORY_ARTIFACT = HISTORY_FILE
 LAYER_KEY = re.compile(r"^(?P<metric>.+)/layer_(?P<layer>\d+)$")

@@ -18,16 +18,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from backprop_lab.contract import (  # noqa: E402
+from backprop_lab.contract import (
     OUTCOME_TAG,
     PARENT_TAG,
     ROLE_TAG,
     SWEPT_KEYS_TAG,
     default_tracking_uri,
-    telemetry_off,
 )
 
-telemetry_off()
 # mlflow imports tqdm.auto, which warns in a Jupyter kernel without ipywidgets; we show no bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
 

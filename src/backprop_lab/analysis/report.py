@@ -23,11 +23,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from backprop_lab.contract import telemetry_off  # noqa: E402
-
-telemetry_off()  # before anything imports mlflow
-
-from backprop_lab.analysis.papers import PAPERS  # noqa: E402
+from backprop_lab.analysis.papers import PAPERS
 
 REPORT_ARTIFACT_PATH = "report"
 

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backprop_lab.contract import ROLE_TAG, telemetry_off
-
-telemetry_off()
+from backprop_lab.contract import ROLE_TAG
 
 FIXED_EXPERIMENT = "vanishing_gradients"
 BEST_TRIALS = "best_trials.csv"

@@ -8,7 +8,7 @@ One job = build the data set, network and optimizer from the composed config (ba
 here, before any MLflow run exists), open one MLflow run, train with a progress bar and a
 buffered tracker as callbacks, save the outputs into Hydra's job folder, log them as artifacts,
 end the run with its outcome. In a multirun a failing job is recorded (FAILED, with its reason)
-and the sweep goes on; the Hydra callback in hydra_callbacks.py turns failures into the exit
+and the sweep goes on; the Hydra callback in harness/callbacks.py turns failures into the exit
 status at the end.
 """
 
@@ -28,7 +28,6 @@ from backprop_lab.contract import (
     OPTUNA_TRIAL_ENV,
     OUTPUT_DIR_TAG,
     ROLE_TAG,
-    telemetry_off,
 )
 from backprop_lab.harness import stopping
 from backprop_lab.harness.build import Built, build, derived_params
@@ -45,7 +44,6 @@ from backprop_lab.harness.progress import ProgressBar
 if TYPE_CHECKING:
     from backprop_lab.tracking.run_tracker import RunTracker
 
-telemetry_off()  # MLflow is imported lazily, always after this
 log = logging.getLogger(__name__)
 
 
@@ -323,6 +321,9 @@ def _compose_and_run() -> None:
 
     install_output_masking()  # no password or token in anything printed or logged
     stopping.install(raising=True)
-    register_configs()
+    with stopping.deferred():  # a signal inside would leave OmegaConf's schema half built
+        register_configs()
+    if stopping.received():
+        raise stopping.Interrupted(stopping.received())
     with mode_composition_reused():
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()

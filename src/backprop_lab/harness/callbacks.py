@@ -14,7 +14,6 @@ Hydra turns exceptions raised in callbacks into warnings, so failures here exit 
 from __future__ import annotations
 
 import atexit
-import copy
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
 from backprop_lab.contract import N_JOBS_TAG, ROLE_TAG, SWEPT_KEYS_TAG
 from backprop_lab.harness import stopping
@@ -38,6 +37,7 @@ from backprop_lab.harness.job_context import (
     split_override,
     sweep_name,
 )
+from backprop_lab.harness.sweep_configs import task_config
 
 
 def _fail(message: str) -> None:
@@ -55,14 +55,6 @@ def _describe(exc: BaseException) -> str:
     if cause is not None and str(cause) not in text:
         text += f"\n{cause}"
     return text
-
-
-def task_config(config: DictConfig) -> DictConfig:
-    """The job's own config, without the ``hydra`` node."""
-    cfg = copy.deepcopy(config)
-    with read_write(cfg), open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
 
 
 def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], list[str]] | None:
@@ -303,9 +295,9 @@ class TrackingCallback(Callback):
         expected = ("finished", "pruned", "diverged") if self.search else ("finished",)
         failed = [s for s in summaries if s["outcome"] not in expected]
         if self.search:
-            from backprop_lab.harness.hpo import ENV_LAUNCHED
+            from backprop_lab.harness.hpo import take_launched
 
-            self.n_jobs = int(os.environ.pop(ENV_LAUNCHED, 0))
+            self.n_jobs = take_launched()
         missing = max(0, self.n_jobs - len(summaries))
         print()
         if summaries:
@@ -432,7 +424,7 @@ class TrackingCallback(Callback):
         if not cfg.tracking.enabled and not launcher.endswith("RayLauncher"):
             return  # nothing outside to check (and no tracking code to import)
         from backprop_lab import tracking
-        from backprop_lab.tracking.ray_launcher import PreflightError, preflight
+        from backprop_lab.harness.ray_launcher import PreflightError, preflight
 
         uri = None
         if cfg.tracking.enabled:

@@ -34,8 +34,6 @@ from backprop_lab.contract import OPTUNA_STORAGE_ENV, OPTUNA_STUDY_ENV, OPTUNA_T
 
 #: The job's link to its trial, passed per job through ``hydra.job.env_set``.
 ENV_STORAGE, ENV_STUDY_ID, ENV_TRIAL_ID = OPTUNA_STORAGE_ENV, OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV
-#: How many trials the sweeper launched (for the end-of-sweep check in harness/callbacks.py).
-ENV_LAUNCHED = "BACKPROP_LAB_OPTUNA_LAUNCHED"
 #: Objectives: a final metric of the job's summary (summary key: the name with "_" for "/").
 OBJECTIVES = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
 DIRECTIONS = ("minimize", "maximize")
@@ -43,6 +41,16 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
 #: Outcomes of a trial that are results of the search, not errors of the sweep.
 EXPECTED_OUTCOMES = ("finished", "pruned", "diverged")
+
+#: How many trials this process's sweeper launched so far (read once by the end-of-sweep check
+#: in harness/callbacks.py, in the same process: see :func:`take_launched`).
+_launched = [0]
+
+
+def take_launched() -> int:
+    """The number of trials the sweeper launched, reset to 0 for the next sweep."""
+    n, _launched[0] = _launched[0], 0
+    return n
 
 
 class SweepConfigError(ValueError):
@@ -297,7 +305,7 @@ def run_sweep(launcher: Any, config: DictConfig, arguments: Sequence[str]) -> li
     from optuna.trial import TrialState
 
     from backprop_lab import tracking
-    from backprop_lab.harness.callbacks import task_config
+    from backprop_lab.harness.sweep_configs import task_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings, space = settings_and_space(config)
@@ -344,7 +352,7 @@ def run_sweep(launcher: Any, config: DictConfig, arguments: Sequence[str]) -> li
                 batch.append((s, trial, overrides))
         returns = launcher.launch([o for _, _, o in batch], initial_job_idx=job_idx)
         job_idx += len(batch)
-        os.environ[ENV_LAUNCHED] = str(job_idx)
+        _launched[0] = job_idx
         for (s, trial, _), ret in zip(batch, returns, strict=True):
             _tell(s.study, trial, ret, settings)
     return best_rows(studies, settings, path)

@@ -16,7 +16,7 @@ this process's heartbeat) and ended at the sweep's end with the outcome of all i
 The facts a resume compares are recorded when a sweep starts: each job's key (its sorted,
 masked overrides) as the job run's tag :data:`JOB_KEY_TAG`, and the list of keys on the
 parent (:data:`JOBS_TAG`, when it fits in a tag) and in ``<sweep folder>/sweep.json``.
-Optuna searches resume through their study instead (docs: the HPO section of the README).
+Optuna searches resume through their study instead (docs/running.md, tuning hyper-parameters).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SWEEP_FILE = "sweep.json"
 #: The jobs done earlier, handed to the jobs of a resumed sweep: {job key: earlier run}.
 ENV_DONE = "BACKPROP_LAB_RESUME_DONE"
 DONE = ("finished", "diverged")
-MAX_TAG = 6000  # store.MAX_PARAM_VALUE: a longer list lives in sweep.json only
+MAX_TAG = 6000  # records.MAX_PARAM_VALUE: a longer list lives in sweep.json only
 
 
 class ResumeError(ValueError):
@@ -155,14 +155,14 @@ def difference(before: list[str], now: list[str]) -> str:
 def plan(uri: str, experiment_id: str, value: str, jobs: list[list[str]],
          base_dir: Path) -> Plan:
     """Check that ``jobs`` are the earlier sweep's and find which of them are done."""
-    from backprop_lab.tracking.orphans import ALIVE, RunningRun, judge
-    from backprop_lab.tracking.store import running_run
+    from backprop_lab.tracking.orphans import ALIVE, judge
+    from backprop_lab.tracking.records import running_run
 
     client = _client(uri)
     parent = find_parent(client, experiment_id, value, base_dir)
     parent_id, name = parent.info.run_id, parent.info.run_name or parent.info.run_id
     if parent.info.status == "RUNNING":
-        verdict = judge(running_run(RunningRun, parent_id, name, parent.info.experiment_id,
+        verdict = judge(running_run(parent_id, name, parent.info.experiment_id,
                                     parent.info.start_time, parent.data.tags))
         if verdict.state == ALIVE:
             raise ResumeError(f"the sweep {name!r} (parent run {parent_id}) is still running "

@@ -51,7 +51,15 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The job's own config, without the ``hydra`` node."""
+    cfg = copy.deepcopy(config)
+    with read_write(cfg), open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
 
 
 class SweepComposer:

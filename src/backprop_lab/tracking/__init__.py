@@ -29,7 +29,6 @@ from backprop_lab.contract import (
     REPO_ROOT,
     STATUS,
     default_tracking_uri,
-    telemetry_off,
 )
 from backprop_lab.tracking.heartbeat import Heartbeat, start_tags
 from backprop_lab.tracking.run_tracker import RunTracker
@@ -38,8 +37,6 @@ from backprop_lab.tracking.store import (
     open_store,
     sqlite_path,
 )
-
-telemetry_off()  # MLflow is imported lazily, always after this
 
 __all__ = ["ArtifactSpec", "Heartbeat", "RunTracker", "create_run", "end_run",
            "ensure_experiment", "open_store", "resolve_tracking_uri", "sqlite_path",

@@ -40,32 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backprop_lab.contract import (
+    HISTORY_FILE,
     OUTCOME_TAG,
     PROCESS_TAG,
     REASON_TAG,
     STATUS,
     SUMMARY_FILE,
-    telemetry_off,
 )
 from backprop_lab.tracking.heartbeat import DEFAULT_SECONDS, process_start
-from backprop_lab.tracking.restore import hint as restore_hint
+from backprop_lab.tracking.records import RunningRun
 
 STALE_BEATS = 10  # a process on another host is gone after this many missed beats
 
 ALIVE, ORPHANED, UNKNOWN = "alive", "orphaned", "unknown"
-
-
-@dataclass
-class RunningRun:
-    """A RUNNING run of a store, with its heartbeat tags."""
-
-    run_id: str
-    name: str
-    experiment_id: str
-    start_time: int  # ms since the epoch
-    process: str | None  # the PROCESS_TAG value
-    heartbeat: int | None  # ms since the epoch
-    output_dir: str | None = None  # the job's folder (OUTPUT_DIR_TAG)
 
 
 @dataclass
@@ -75,6 +62,19 @@ class Verdict:
     reason: str
     status: str = "FAILED"  # what an orphan is marked
     outcome: str = "failed"
+
+
+def restore_command(run_id: str) -> str:
+    """The command that puts a run's missing epochs back (tracking/restore.py)."""
+    return f"python -m backprop_lab.tracking.restore {run_id}"
+
+
+def restore_hint(run_id: str, output_dir: str | None) -> str | None:
+    """One line offering the restore when the job's folder holds a history (else None)."""
+    if output_dir and (Path(output_dir) / HISTORY_FILE).is_file():
+        return (f"its job kept its metrics in {Path(output_dir) / HISTORY_FILE}: "
+                f"{restore_command(run_id)}")
+    return None
 
 
 def recorded_ending(run: RunningRun) -> tuple[str, str | None] | None:
@@ -180,7 +180,6 @@ def repair_on_open(backend, experiment_id: str, out=sys.stdout) -> list[Verdict]
 
 def main(argv: list[str] | None = None) -> int:
     """List the RUNNING runs of a store with their state; ``--repair`` marks the orphans."""
-    telemetry_off()
     from backprop_lab.tracking import open_store, resolve_tracking_uri
 
     parser = argparse.ArgumentParser(

@@ -10,7 +10,7 @@ which costs more than a small run's training. Metric blocks go to our server's b
 :func:`backprop_lab.tracking.store.open_store` uses this backend for plain ``http://`` servers
 without MLflow credentials in the environment. Anything else it does not handle (a server without
 the block route, artifacts in a store the server does not proxy) is handed to
-:class:`~backprop_lab.tracking.store.MlflowBackend`, which MLflow's own client backs.
+:class:`~backprop_lab.tracking.mlflow_backend.MlflowBackend`, which MLflow's own client backs.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from urllib.parse import quote, urlparse
 
 import numpy as np
 
+from backprop_lab.tracking.records import running_run, text
 from backprop_lab.tracking.sqlite_store import deleted_experiment, first_failure, wait_all
-from backprop_lab.tracking.store import text
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -117,7 +117,7 @@ class RestBackend:
 
     def _mlflow(self):
         if self._fallback is None:
-            from backprop_lab.tracking.store import MlflowBackend
+            from backprop_lab.tracking.mlflow_backend import MlflowBackend  # imports mlflow
 
             self._fallback = MlflowBackend(self.uri)
         return self._fallback
@@ -215,9 +215,6 @@ class RestBackend:
                                            "end_time": int(time.time() * 1000)})
 
     def running_runs(self, experiment_ids=None) -> list:
-        from backprop_lab.tracking.orphans import RunningRun
-        from backprop_lab.tracking.store import running_run
-
         if experiment_ids is None:
             experiment_ids = [e["experiment_id"] for e in self._call(
                 "POST", "experiments/search", {"max_results": 1000}).get("experiments", [])]
@@ -231,7 +228,7 @@ class RestBackend:
             for run in answer.get("runs", []):
                 info = run["info"]
                 tags = {t["key"]: t.get("value", "") for t in run.get("data", {}).get("tags", [])}
-                found.append(running_run(RunningRun, info["run_id"], info.get("run_name"),
+                found.append(running_run(info["run_id"], info.get("run_name"),
                                          info["experiment_id"], info.get("start_time"), tags))
             token = answer.get("next_page_token")
             if not token:

@@ -20,7 +20,8 @@ For each run this command
    alive is refused.
 
 Run twice, the second call finds nothing missing and changes nothing. The orphan repair
-(tracking/orphans.py) prints this command for each orphan whose job folder holds a history.
+(tracking/orphans.py, ``restore_hint``) prints this command for each orphan whose job folder
+holds a history.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from backprop_lab.contract import (
     REASON_TAG,
     STATUS,
     SUMMARY_FILE,
-    telemetry_off,
 )
 from backprop_lab.engine.history import is_log10_companion
 
@@ -61,17 +61,6 @@ class Restored:
     values: int  # values written now
     status: str  # the run's status afterwards
     note: str  # what was done, one sentence
-
-
-def command(run_id: str) -> str:
-    return f"python -m backprop_lab.tracking.restore {run_id}"
-
-
-def hint(run_id: str, output_dir: str | None) -> str | None:
-    """One line offering the restore when the job's folder holds a history (else None)."""
-    if output_dir and (Path(output_dir) / HISTORY_FILE).is_file():
-        return f"its job kept its metrics in {Path(output_dir) / HISTORY_FILE}: {command(run_id)}"
-    return None
 
 
 def read_history(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -179,8 +168,8 @@ def _stored_steps(client, uri: str, run_id: str, names: list[str]) -> dict[str, 
 
 def _ending(run, folder: Path) -> tuple[str, str | None] | None:
     """(outcome, reason) to mark the run with, or None to leave its status as it is."""
-    from backprop_lab.tracking.orphans import ALIVE, RunningRun, judge
-    from backprop_lab.tracking.store import running_run
+    from backprop_lab.tracking.orphans import ALIVE, judge
+    from backprop_lab.tracking.records import running_run
 
     try:
         summary = json.loads((folder / SUMMARY_FILE).read_text())
@@ -194,7 +183,7 @@ def _ending(run, folder: Path) -> tuple[str, str | None] | None:
             return outcome, reason
     if run.info.status != "RUNNING":
         return None
-    verdict = judge(running_run(RunningRun, run.info.run_id, run.info.run_name or "",
+    verdict = judge(running_run(run.info.run_id, run.info.run_name or "",
                                 run.info.experiment_id, run.info.start_time, run.data.tags))
     if verdict.state == ALIVE:
         raise RestoreError(f"run {run.info.run_id} is still being written ({verdict.reason})")
@@ -281,7 +270,6 @@ def runs_with_history(uri: str) -> list[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    telemetry_off()
     from backprop_lab.tracking import resolve_tracking_uri
     from backprop_lab.tracking.secrets import install_output_masking, mask
     from backprop_lab.tracking.store import store_problem

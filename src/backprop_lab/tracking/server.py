@@ -28,7 +28,7 @@ server_store.py). Its password reaches the server through ``PGPASSFILE``, never 
 URI, so MLflow's start-up lines and the process list hold none; the owner's password (in
 ``credentials``) is used only by this module to set the database up. The MLflow server binds
 to 127.0.0.1 unless ``--host`` says otherwise; a team on a shared host uses ``--host 0.0.0.0``
-and ``--allowed-hosts`` (see the README). Stopping keeps the data: the next start finds it.
+and ``--allowed-hosts`` (see docs/scaling-out.md). Stopping keeps the data: the next start finds it.
 
 MLflow telemetry is off in the server (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``) unless
 the caller's environment opts in. :func:`check_tracking_server` is the quick reachability check

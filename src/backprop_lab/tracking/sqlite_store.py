@@ -127,7 +127,7 @@ def check_pages(con: sqlite3.Connection, path: Path) -> None:
     A store up to :data:`FULL_CHECK_BYTES` gets the whole-file ``quick_check`` (every page
     read; integrity_check would also compare every index with its table, several times the
     cost). A larger one gets it for every table but :data:`BIG_TABLES` (their cost grows with
-    the file: the README's store section has the figures on a 1 GB store); their pages are
+    the file: docs/safety.md has the figures on a 1 GB store); their pages are
     checked by SQLite itself as each write reaches them, and a write that meets a damaged page
     is turned into the same error (:func:`damage_report`). Run once per command: the launching
     process records the path in ``$BACKPROP_LAB_STORE_CHECKED`` for its workers.
@@ -420,7 +420,7 @@ class SqliteStore:
     def running_runs(self, experiment_ids: Sequence[str] | None = None) -> list:
         """Every active RUNNING run (of ``experiment_ids``, None: all) with its heartbeat tags."""
         from backprop_lab.contract import HEARTBEAT_TAG, OUTPUT_DIR_TAG, PROCESS_TAG
-        from backprop_lab.tracking.orphans import RunningRun
+        from backprop_lab.tracking.records import RunningRun
 
         sql = ("SELECT r.run_uuid, r.name, r.experiment_id, r.start_time, p.value, h.value,"
                " o.value FROM runs AS r"

@@ -34,8 +34,8 @@ class BackpropLabOptunaSweeper(Sweeper):
 
         from backprop_lab import tracking
         from backprop_lab.harness import hpo
-        from backprop_lab.harness.callbacks import task_config
         from backprop_lab.harness.job_context import ENV_PARENT_RUN_ID
+        from backprop_lab.harness.sweep_configs import task_config
 
         assert self.config is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)

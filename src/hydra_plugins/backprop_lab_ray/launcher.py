@@ -2,7 +2,7 @@
 
 Hydra instantiates launchers only from the ``hydra_plugins`` package and imports every module
 here at start-up, so this one stays tiny and imports nothing heavy: the work (and Ray) is in
-:func:`backprop_lab.tracking.ray_launcher.launch`, imported when a sweep launches.
+:func:`backprop_lab.harness.ray_launcher.launch`, imported when a sweep launches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 class BackpropLabRayLauncher(Launcher):
     """hydra-ray-launcher's launcher, plus what backprop-lab needs: see
-    backprop_lab.tracking.ray_launcher."""
+    backprop_lab.harness.ray_launcher."""
 
     def __init__(self, ray: DictConfig, **_: Any) -> None:
         self.ray_cfg = ray
@@ -34,6 +34,6 @@ class BackpropLabRayLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
-        from backprop_lab.tracking.ray_launcher import launch
+        from backprop_lab.harness.ray_launcher import launch
 
         return launch(self, job_overrides, initial_job_idx)

@@ -11,7 +11,7 @@ plugin class in hydra_plugins/backprop_lab_ray (Hydra instantiates launchers onl
 what a backprop-lab sweep needs and the plugin does not do:
 
 - **Every job is a child of the sweep's parent run, wherever it runs.** The launching process
-  (hydra_callbacks.TrackingCallback) hands the parent run id, sweep id and swept keys to jobs
+  (harness/callbacks.py) hands the parent run id, sweep id and swept keys to jobs
   through ``BACKPROP_LAB_*`` environment variables. Workers of a Ray instance started by the
   sweep inherit them, but workers of a cluster started by ``ray start`` do not: each job gets
   them (and ``MLFLOW_TRACKING_*``, and the tracking URI the launching process resolved) with its
