@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.common import (
+    TORCH_MISSING,
     Row,
     Sample,
     Table,
@@ -149,7 +150,7 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
         ratio_label="ours/numpy floor",
     )
     if not has_module("torch"):
-        table.skipped = "torch is not installed (optional extra: `pip install -e '.[torch]'`)"
+        table.skipped = TORCH_MISSING
         return table
     import torch
 

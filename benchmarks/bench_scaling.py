@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.common import (
     REPO_ROOT,
+    TORCH_MISSING,
     Row,
     Sample,
     Table,
@@ -187,7 +188,7 @@ def run(quick: bool = False, threads: int = 1, repeats: int | None = None) -> Ta
         ratio_label="ours/torch",
     )
     if not has_module("torch"):
-        table.skipped = "torch is not installed (optional extra: `pip install -e '.[torch]'`)"
+        table.skipped = TORCH_MISSING
         return table
     import torch
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks.common import (
     MISS,
+    TORCH_MISSING,
     Row,
     Sample,
     Table,
@@ -158,8 +159,7 @@ def run(quick: bool = False, threads: int = 1, workloads: tuple[Workload, ...] =
         ratio_label="ours/torch",
     )
     if not has_module("torch"):
-        table.skipped = ("torch is not installed (it is an optional extra: "
-                         "`pip install -e '.[torch]'`)")
+        table.skipped = TORCH_MISSING
         return table
     import torch
 

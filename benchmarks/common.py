@@ -270,6 +270,10 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+#: Why a benchmark against PyTorch is skipped.
+TORCH_MISSING = "torch is not installed (optional extra: `pip install -e '.[torch]'`)"
+
+
 # -- the machine ---------------------------------------------------------------------------------
 def _cpu_model() -> str:
     try:
